@@ -1,0 +1,47 @@
+"""Shared fixtures: service URLs for the real RabbitMQ and PostgreSQL on this machine.
+
+Tests that need a service use the `rabbitmq_url` / `postgres_url` fixtures. When the service
+is down they skip on a developer's machine, but under CI=true they FAIL: a CI run that silently
+skipped the broker tests would be green while proving nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from urllib.parse import urlparse
+
+import pytest
+
+DEFAULT_BROKER_URL = "amqp://guest:guest@127.0.0.1:5672//"
+DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def _reachable(url: str, default_port: int) -> bool:
+    parsed = urlparse(url)
+    try:
+        with socket.create_connection((parsed.hostname, parsed.port or default_port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def _require(url: str, default_port: int, what: str) -> str:
+    if _reachable(url, default_port):
+        return url
+    message = f"{what} is not reachable at {url}"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(message + " (CI=true: service tests must not be skipped)")
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_url() -> str:
+    url = os.environ.get("HUIMIN_TEST_BROKER_URL", DEFAULT_BROKER_URL)
+    return _require(url, 5672, "RabbitMQ")
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    url = os.environ.get("HUIMIN_TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL)
+    return _require(url, 5432, "PostgreSQL")

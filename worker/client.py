@@ -1,0 +1,351 @@
+"""PlatformClient: one business call to the platform, over an injected httpx transport.
+
+Each attempt gets a fresh platformSeqId and is sealed at send time with the injected clock.
+The answer's signature is verified before anything in it is read, then judged per spec 2.1:
+
+    returns PlatformReply          rtCode 0000
+    raises PlatformRejected        0001 0002 1000 5501 5502 (and 4000 after one re-signed resend)
+    raises PlatformConfigError     4104, HTTP 4xx: our settings are wrong
+    raises OutcomeUnknown          money calls only: read timeout after sending, 9999, HTTP 5xx,
+                                   an answer that fails verification, an unlisted rtCode
+    raises PlatformUnavailable     nothing was processed (connect failure), or a non-money call
+                                   whose outcome is unknown: safe to try again later
+
+tenacity retries only what is safe inside one call: connect failures, 4008 with a new seq id,
+4000 once. Money is never re-sent here after the request may have reached the platform.
+"""
+
+from __future__ import annotations
+
+import ssl
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+import httpx
+from pydantic import BaseModel
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from . import envelope
+from .clock import Clock, system_clock
+from .errors import (
+    ConfigurationError,
+    EnvelopeError,
+    OutcomeUnknown,
+    PlatformRejected,
+    PlatformUnavailable,
+    ValidationFailed,
+)
+from .models import registry
+from .outcomes import Verdict, judge_rt_code
+from .settings import Settings
+
+SeqIdFactory = Callable[[], str]
+new_seq_id = envelope.new_seq_id
+
+
+class PlatformConfigError(ConfigurationError):
+    def __init__(self, message: str, rt_code: str | None = None) -> None:
+        super().__init__(message)
+        self.rt_code = rt_code
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One HTTP exchange, as the ledger and the metrics see it."""
+
+    trans_code: str
+    platform_seq_id: str
+    sent_at: datetime
+    duration_s: float = 0.0
+    http_status: int | None = None
+    rt_code: str | None = None
+    outcome: str | None = None  # succeeded | rejected | retry_safe | unknown | config_error
+    error: str | None = None
+
+
+class AttemptRecorder(Protocol):
+    """Called before each attempt is sent (must be durable on return) and after it ends."""
+
+    def started(self, attempt: Attempt) -> object: ...
+
+    def finished(self, handle: object, attempt: Attempt) -> None: ...
+
+
+class ClientObserver(Protocol):
+    """Metrics hooks; the default does nothing."""
+
+    def request_finished(self, attempt: Attempt) -> None: ...
+
+    def verification_failed(self, direction: str, reason: str) -> None: ...
+
+
+class _NoObserver:
+    def request_finished(self, attempt: Attempt) -> None:
+        pass
+
+    def verification_failed(self, direction: str, reason: str) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class PlatformReply:
+    trans_code: str
+    rt_code: str
+    rt_msg: str
+    data: dict[str, Any]
+    model: BaseModel
+    attempts: tuple[Attempt, ...] = field(default=())
+
+
+class _Resend(Exception):
+    """Internal: this attempt was not processed; resend with a new seq id."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+def build_transport(settings: Settings) -> httpx.HTTPTransport:
+    """The production transport: TLS verification on unless explicitly disabled."""
+    verify: ssl.SSLContext | bool = settings.tls_verify
+    if settings.tls_verify:
+        verify = ssl.create_default_context(cafile=settings.tls_ca_bundle)
+        if settings.tls_client_cert:
+            verify.load_cert_chain(settings.tls_client_cert, settings.tls_client_key)
+    return httpx.HTTPTransport(verify=verify, retries=0)
+
+
+class PlatformClient:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        clock: Clock = system_clock,
+        seq_ids: SeqIdFactory = new_seq_id,
+        observer: ClientObserver | None = None,
+        max_resends: int = 3,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._settings = settings
+        self._credentials = envelope.Credentials.from_settings(settings)
+        self._clock = clock
+        self._seq_ids = seq_ids
+        self._observer = observer or _NoObserver()
+        self._max_resends = max_resends
+        self._sleep = sleep
+        self._http = httpx.Client(
+            transport=transport or build_transport(settings),
+            timeout=httpx.Timeout(
+                connect=settings.connect_timeout_s,
+                read=settings.read_timeout_s,
+                write=settings.write_timeout_s,
+                pool=settings.connect_timeout_s,
+            ),
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> PlatformClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def call(
+        self,
+        trans_code: str,
+        business: Mapping[str, Any] | BaseModel,
+        *,
+        recorder: AttemptRecorder | None = None,
+    ) -> PlatformReply:
+        """Validate, seal, send, verify and judge one business call."""
+        transaction = registry.get_transaction(trans_code)
+        text = envelope.business_text(_wire(trans_code, business))
+        call = _Call(self, transaction, text, recorder)
+        retrying = Retrying(
+            retry=retry_if_exception_type(_Resend),
+            stop=stop_after_attempt(self._max_resends),
+            wait=wait_exponential(multiplier=0.1, max=1.0),
+            sleep=self._sleep,
+            reraise=True,
+        )
+        try:
+            return retrying(call.attempt_once)
+        except _Resend as exhausted:
+            raise exhausted.error from None
+
+
+def _wire(trans_code: str, business: Mapping[str, Any] | BaseModel) -> dict[str, Any]:
+    model = business if isinstance(business, BaseModel) else None
+    if model is None:
+        model = registry.validate_request(trans_code, business)  # type: ignore[arg-type]
+    return registry.to_wire(model)
+
+
+class _Call:
+    """The state of one business call across its attempts."""
+
+    def __init__(
+        self,
+        client: PlatformClient,
+        transaction: registry.Transaction,
+        text: str,
+        recorder: AttemptRecorder | None,
+    ) -> None:
+        self.client = client
+        self.transaction = transaction
+        self.text = text
+        self.recorder = recorder
+        self.attempts: list[Attempt] = []
+        self.resent_for_4000 = False
+        # what the current attempt has learnt so far, for its Attempt record
+        self.http_status: int | None = None
+        self.rt_code: str | None = None
+
+    @property
+    def money(self) -> bool:
+        return self.transaction.moves_money
+
+    def attempt_once(self) -> PlatformReply:
+        client = self.client
+        seq_id, sent_at = client._seq_ids(), client._clock()
+        attempt = Attempt(self.transaction.trans_code, seq_id, sent_at)
+        handle = self.recorder.started(attempt) if self.recorder else None
+        started = time.perf_counter()
+        try:
+            reply = self._exchange(attempt)
+        except Exception as exc:
+            self._finish(handle, attempt, started, exc)
+            raise
+        self._finish(handle, attempt, started, None, reply)
+        return reply
+
+    def _exchange(self, attempt: Attempt) -> PlatformReply:
+        client = self.client
+        sealed = envelope.seal_request(
+            attempt.trans_code,
+            self.text,
+            credentials=client._credentials,
+            seq_id=attempt.platform_seq_id,
+            at=attempt.sent_at,
+        )
+        url = client._settings.url_for(attempt.trans_code)
+        response = self._post(url, sealed)
+        return self._judge(response)
+
+    def _post(self, url: str, sealed: dict[str, str]) -> httpx.Response:
+        try:
+            return self.client._http.post(url, json=sealed)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            # Nothing left this machine: safe to resend.
+            raise _Resend(PlatformUnavailable(f"cannot connect to the platform: {exc!r}")) from exc
+        except httpx.TimeoutException as exc:
+            raise self._unknown(f"timed out after sending: {exc!r}") from exc
+        except httpx.TransportError as exc:
+            raise self._unknown(f"connection failed after sending: {exc!r}") from exc
+
+    def _unknown(self, message: str) -> Exception:
+        if self.money:
+            return OutcomeUnknown(message)
+        return PlatformUnavailable(message)
+
+    def _judge(self, response: httpx.Response) -> PlatformReply:
+        self.http_status = response.status_code
+        if response.status_code >= 500:
+            raise self._unknown(f"platform answered HTTP {response.status_code}")
+        if response.status_code == 429:
+            raise PlatformUnavailable("platform answered HTTP 429 (rate limited)")
+        if response.status_code >= 400:
+            raise PlatformConfigError(
+                f"platform answered HTTP {response.status_code}: check HUIMIN_PLATFORM_URL"
+            )
+        opened = self._open(response.content)
+        self.rt_code = opened.rt_code
+        return self._by_rt_code(opened)
+
+    def _open(self, body: bytes) -> envelope.OpenedResponse:
+        try:
+            return envelope.open_response(body, credentials=self.client._credentials)
+        except EnvelopeError as exc:
+            self.client._observer.verification_failed("response", exc.reason)
+            raise self._unknown(f"platform answer failed verification: {exc}") from exc
+
+    def _by_rt_code(self, opened: envelope.OpenedResponse) -> PlatformReply:
+        verdict = judge_rt_code(opened.rt_code)
+        if verdict is Verdict.SUCCESS:
+            return self._reply(opened)
+        if verdict is Verdict.REJECTED:
+            raise PlatformRejected(opened.rt_code, opened.rt_msg, opened.business)
+        if verdict is Verdict.CONFIG:
+            raise PlatformConfigError(
+                f"platform refused platformId (rtCode {opened.rt_code}: {opened.rt_msg})",
+                opened.rt_code,
+            )
+        if verdict is Verdict.RESEND:
+            raise self._resend_or_reject(opened)
+        raise self._unknown(f"rtCode {opened.rt_code}: {opened.rt_msg}")
+
+    def _resend_or_reject(self, opened: envelope.OpenedResponse) -> Exception:
+        rejected = PlatformRejected(opened.rt_code, opened.rt_msg, opened.business)
+        if opened.rt_code == "4000":
+            if self.resent_for_4000:
+                return rejected  # re-signed with a fresh time once already: terminal
+            self.resent_for_4000 = True
+        return _Resend(rejected)
+
+    def _reply(self, opened: envelope.OpenedResponse) -> PlatformReply:
+        data = opened.business or {}
+        try:
+            model = registry.validate_response(self.transaction.trans_code, data)
+        except ValidationFailed as exc:
+            raise self._unknown(f"platform answer is off-spec: {exc}") from exc
+        return PlatformReply(
+            self.transaction.trans_code, opened.rt_code, opened.rt_msg, data, model,
+            tuple(self.attempts),
+        )  # fmt: skip
+
+    def _finish(
+        self,
+        handle: object,
+        attempt: Attempt,
+        started: float,
+        error: Exception | None,
+        reply: PlatformReply | None = None,
+    ) -> None:
+        finished = Attempt(
+            attempt.trans_code,
+            attempt.platform_seq_id,
+            attempt.sent_at,
+            duration_s=time.perf_counter() - started,
+            http_status=self.http_status,
+            rt_code=self.rt_code,
+            outcome=_outcome_label(error),
+            error=None if error is None else _describe(error),
+        )
+        self.http_status = self.rt_code = None
+        self.attempts.append(finished)
+        if self.recorder:
+            self.recorder.finished(handle, finished)
+        self.client._observer.request_finished(finished)
+
+
+def _describe(error: Exception) -> str:
+    inner = error.error if isinstance(error, _Resend) else error
+    return f"{type(inner).__name__}: {inner}"
+
+
+def _outcome_label(error: Exception | None) -> str:
+    if error is None:
+        return "succeeded"
+    inner = error.error if isinstance(error, _Resend) else error
+    if isinstance(error, _Resend) or isinstance(inner, PlatformUnavailable):
+        return "retry_safe"
+    if isinstance(inner, OutcomeUnknown):
+        return "unknown"
+    if isinstance(inner, ConfigurationError):
+        return "config_error"
+    return "rejected"

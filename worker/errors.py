@@ -1,0 +1,182 @@
+"""The one error tree of huimin-worker, split by what the caller does next.
+
+    HuiminError
+    ├── RetryLater               nothing was processed; safe to try again later
+    │   ├── PlatformUnavailable  connection refused/reset before sending, 503 before processing
+    │   ├── BrokerUnavailable    RabbitMQ unreachable
+    │   └── LedgerUnavailable    SQLite/PostgreSQL unreachable or locked
+    ├── OutcomeUnknown           may have been processed: reconcile by status query, never re-send
+    └── GiveUp                   permanent: dead-letter with a reason, publish a `failed` result
+        ├── ConfigurationError   our settings are wrong (bad secret length, rtCode 4104): alert
+        ├── PlatformRejected     a definitive business rejection (rtCode 0001/0002/1000/5501/...)
+        ├── InvalidEvent         an HIS event that is not JSON, of unknown type, or off-schema
+        ├── IdempotencyConflict  a business key reused with a different payload
+        ├── ValidationFailed     business fields that break the spec (carries field errors)
+        ├── StatementError       a statement file that cannot be parsed (names the line)
+        └── EnvelopeError        an envelope that cannot be trusted or read
+            ├── MalformedEnvelope    not a JSON object / wrong field types
+            │   └── MissingField     a mandatory envelope field is absent
+            ├── SignatureError
+            │   ├── MissingSignature     signData absent or empty
+            │   └── SignatureMismatch    signData does not match (compared in constant time)
+            ├── DecryptionError
+            │   ├── NotHex               encData is not hexadecimal
+            │   ├── BadCiphertextLength  truncated: not a whole number of SM4 blocks
+            │   └── BadPadding           PKCS#7 padding wrong (usually the wrong key)
+            ├── BadPlaintext         decrypted bytes are not UTF-8 JSON
+            └── ClockSkew            an inbound request's time is too far from ours
+
+Third-party exceptions (httpx, kombu, sqlite3, psycopg) are converted at the boundary that
+calls them; nothing outside that boundary catches them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One business field that failed validation; `field` is a dotted path (feeList.0.payId)."""
+
+    field: str
+    message: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"field": self.field, "message": self.message}
+
+
+class HuiminError(Exception):
+    """Root of every error raised by huimin-worker."""
+
+    #: short machine-readable reason, used as the dead-letter reason and a metric label
+    reason: str = "error"
+
+
+class RetryLater(HuiminError):
+    """Nothing was processed; the same work may be tried again after a delay."""
+
+    reason = "retry_later"
+
+
+class PlatformUnavailable(RetryLater):
+    reason = "platform_unavailable"
+
+
+class BrokerUnavailable(RetryLater):
+    reason = "broker_unavailable"
+
+
+class LedgerUnavailable(RetryLater):
+    reason = "ledger_unavailable"
+
+
+class OutcomeUnknown(HuiminError):
+    """The platform may have processed the request: reconcile with a status query."""
+
+    reason = "outcome_unknown"
+
+
+class GiveUp(HuiminError):
+    """Permanent failure: dead-letter with this reason and publish a `failed` result."""
+
+    reason = "give_up"
+
+
+class ConfigurationError(GiveUp):
+    reason = "configuration_error"
+
+
+class PlatformRejected(GiveUp):
+    """A definitive answer from the platform that the request was refused."""
+
+    reason = "platform_rejected"
+
+    def __init__(self, rt_code: str, rt_msg: str, data: dict | None = None) -> None:
+        super().__init__(f"platform rejected the request: rtCode={rt_code} rtMsg={rt_msg}")
+        self.rt_code = rt_code
+        self.rt_msg = rt_msg
+        self.data = data
+
+
+class InvalidEvent(GiveUp):
+    reason = "invalid_event"
+
+    def __init__(self, message: str, errors: tuple[FieldError, ...] = ()) -> None:
+        super().__init__(message)
+        self.errors = errors
+
+
+class IdempotencyConflict(GiveUp):
+    reason = "idempotency_conflict"
+
+
+class ValidationFailed(GiveUp):
+    """Business fields break the spec; `errors` names each field."""
+
+    reason = "validation_failed"
+
+    def __init__(self, message: str, errors: tuple[FieldError, ...] = ()) -> None:
+        super().__init__(message)
+        self.errors = errors
+
+
+class StatementError(GiveUp):
+    reason = "statement_malformed"
+
+    def __init__(self, message: str, line_number: int | None = None) -> None:
+        prefix = f"line {line_number}: " if line_number is not None else ""
+        super().__init__(prefix + message)
+        self.line_number = line_number
+
+
+class EnvelopeError(GiveUp):
+    reason = "envelope_error"
+
+
+class MalformedEnvelope(EnvelopeError):
+    reason = "malformed_envelope"
+
+
+class MissingField(MalformedEnvelope):
+    reason = "missing_field"
+
+    def __init__(self, field: str) -> None:
+        super().__init__(f"envelope field {field!r} is missing")
+        self.field = field
+
+
+class SignatureError(EnvelopeError):
+    reason = "signature_error"
+
+
+class MissingSignature(SignatureError):
+    reason = "missing_signature"
+
+
+class SignatureMismatch(SignatureError):
+    reason = "signature_mismatch"
+
+
+class DecryptionError(EnvelopeError):
+    reason = "decryption_error"
+
+
+class NotHex(DecryptionError):
+    reason = "not_hex"
+
+
+class BadCiphertextLength(DecryptionError):
+    reason = "bad_ciphertext_length"
+
+
+class BadPadding(DecryptionError):
+    reason = "bad_padding"
+
+
+class BadPlaintext(EnvelopeError):
+    reason = "bad_plaintext"
+
+
+class ClockSkew(EnvelopeError):
+    reason = "clock_skew"
