@@ -13,6 +13,8 @@
         ├── IdempotencyConflict  a business key reused with a different payload
         ├── ValidationFailed     business fields that break the spec (carries field errors)
         ├── StatementError       a statement file that cannot be parsed (names the line)
+        ├── UnknownTransaction   a transCode the registry does not know
+        ├── AbolishedTransaction a transCode the spec has abolished (HOS00015)
         └── EnvelopeError        an envelope that cannot be trusted or read
             ├── MalformedEnvelope    not a JSON object / wrong field types
             │   └── MissingField     a mandatory envelope field is absent
@@ -180,3 +182,11 @@ class BadPlaintext(EnvelopeError):
 
 class ClockSkew(EnvelopeError):
     reason = "clock_skew"
+
+
+class UnknownTransaction(GiveUp):
+    reason = "unknown_transaction"
+
+
+class AbolishedTransaction(GiveUp):
+    reason = "abolished_transaction"

@@ -1,0 +1,458 @@
+"""The ledger contract: one specification, run against SQLite and PostgreSQL alike.
+
+Each test gets a fresh store (a SQLite file under tmp_path, or a uniquely named PostgreSQL
+schema dropped afterwards), so tests never collide with each other or with parallel runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta, timezone
+
+import psycopg
+import pytest
+
+from worker.errors import ConfigurationError, LedgerUnavailable
+from worker.ledger import (
+    DuplicateSeqId,
+    EventState,
+    Ledger,
+    NewEvent,
+    UnknownAttempt,
+    UnknownEvent,
+    open_ledger,
+)
+from worker.ledger.schema import statements
+
+T0 = datetime(2026, 5, 9, 8, 0, tzinfo=UTC)
+MakeLedger = Callable[[], Ledger]
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def event(
+    event_id: str,
+    *,
+    business_key: str | None = "HOS00003:ORD1",
+    data: dict | None = None,
+    keys: dict[str, str] | None = None,
+    received: float = 0,
+    event_type: str = "payment",
+) -> NewEvent:
+    data = {"orderId": "ORD1", "amount": "12.50"} if data is None else data
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+    return NewEvent(
+        event_id=event_id,
+        event_type=event_type,
+        trans_code="HOS00003",
+        payload={"eventId": event_id, "data": data},
+        payload_hash=hashlib.sha256(canonical).hexdigest(),
+        business_key=business_key,
+        keys={"orderId": "ORD1"} if keys is None else keys,
+        received_at=at(received),
+    )
+
+
+# -- fixtures -----------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store(request: pytest.FixtureRequest, tmp_path) -> Iterator[tuple[str, str]]:
+    """(backend, url) of a fresh, empty store."""
+    if request.param == "sqlite":
+        yield "sqlite", f"sqlite:///{tmp_path / 'ledger.db'}"
+        return
+    base: str = request.getfixturevalue("postgres_url")
+    schema = f"huimin_test_{uuid.uuid4().hex[:16]}"
+    yield "postgres", f"{base}{'&' if '?' in base else '?'}schema={schema}"
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+@pytest.fixture
+def make_ledger(store: tuple[str, str]) -> Iterator[MakeLedger]:
+    """Opens further, independent ledger instances (own connections) on the same store."""
+    opened: list[Ledger] = []
+
+    def make() -> Ledger:
+        ledger = open_ledger(store[1])
+        opened.append(ledger)
+        return ledger
+
+    yield make
+    for ledger in opened:
+        ledger.close()
+
+
+@pytest.fixture
+def ledger(make_ledger: MakeLedger) -> Ledger:
+    ledger = make_ledger()
+    ledger.migrate()
+    return ledger
+
+
+# -- begin_event: new / existing / duplicate_key / conflict -------------------------------
+
+
+def test_first_sight_is_new_and_recorded_as_received(ledger: Ledger) -> None:
+    assert isinstance(ledger, Ledger)
+    begin = ledger.begin_event(event("E1"))
+    assert begin.kind == "new"
+    record = begin.record
+    assert (record.event_id, record.state, record.delivery_count) == ("E1", EventState.RECEIVED, 1)
+    assert record.payload == {"eventId": "E1", "data": {"orderId": "ORD1", "amount": "12.50"}}
+    assert record.received_at == record.updated_at == T0
+    assert record.outcome is record.result is record.result_published_at is None
+    assert ledger.get_event("E1") == record
+
+
+def test_redelivery_is_existing_and_counts_deliveries(ledger: Ledger) -> None:
+    ledger.begin_event(event("E1"))
+    again = ledger.begin_event(event("E1", received=5))
+    assert again.kind == "existing"
+    assert again.record.event_id == "E1"
+    assert again.record.delivery_count == 2
+    assert ledger.begin_event(event("E1")).record.delivery_count == 3
+
+
+def test_same_payment_under_a_new_event_id_is_duplicate_key(ledger: Ledger) -> None:
+    ledger.begin_event(event("E1"))
+    begin = ledger.begin_event(event("E2", received=1))
+    assert begin.kind == "duplicate_key"
+    assert begin.record.event_id == "E1"  # the event whose result to mirror
+    assert ledger.get_event("E2") is not None  # the newcomer is recorded too
+    assert [r.event_id for r in ledger.events_by_business_key("HOS00003:ORD1")] == ["E1", "E2"]
+
+
+def test_business_key_reused_with_another_payload_is_conflict(ledger: Ledger) -> None:
+    ledger.begin_event(event("E1"))
+    begin = ledger.begin_event(event("E2", data={"orderId": "ORD1", "amount": "99.00"}))
+    assert begin.kind == "conflict"
+    assert begin.record.event_id == "E1"
+    assert ledger.get_event("E2") is not None
+
+
+def test_redelivered_conflict_stays_a_conflict_until_it_has_a_result(ledger: Ledger) -> None:
+    other = event("E2", data={"amount": "99.00"})
+    ledger.begin_event(event("E1"))
+    ledger.begin_event(other)
+    # Crash before its failure was stored: the redelivery must not look like work to send.
+    again = ledger.begin_event(other)
+    assert (again.kind, again.record.event_id) == ("conflict", "E1")
+    assert ledger.get_event("E2").delivery_count == 2  # type: ignore[union-attr]
+    ledger.complete_event("E2", "failed", {"reason": "idempotency_conflict"}, at(1))
+    final = ledger.begin_event(other)
+    assert (final.kind, final.record.event_id) == ("existing", "E2")
+    assert final.record.result == {"reason": "idempotency_conflict"}
+
+
+def test_events_without_business_key_never_collide(ledger: Ledger) -> None:
+    assert ledger.begin_event(event("Q1", business_key=None)).kind == "new"
+    assert ledger.begin_event(event("Q2", business_key=None)).kind == "new"
+
+
+# -- results ------------------------------------------------------------------------------
+
+
+def test_complete_event_first_writer_wins(ledger: Ledger) -> None:
+    ledger.begin_event(event("E1"))
+    first = ledger.complete_event("E1", "succeeded", {"status": "ok", "名": "张三"}, at(10))
+    second = ledger.complete_event("E1", "failed", {"status": "late"}, at(20))
+    assert first.state is EventState.COMPLETED
+    assert second == first
+    assert (second.outcome, second.result, second.updated_at) == (
+        "succeeded",
+        {"status": "ok", "名": "张三"},
+        at(10),
+    )
+
+
+def test_completing_an_unknown_event_is_a_caller_bug(ledger: Ledger) -> None:
+    with pytest.raises(UnknownEvent):
+        ledger.complete_event("nope", "succeeded", {}, at(1))
+
+
+def test_set_state_moves_unfinished_events_and_never_reverts_completed(ledger: Ledger) -> None:
+    ledger.begin_event(event("E1"))
+    ledger.set_state("E1", EventState.IN_FLIGHT, at(5))
+    record = ledger.get_event("E1")
+    assert record is not None and (record.state, record.updated_at) == (EventState.IN_FLIGHT, at(5))
+    ledger.complete_event("E1", "succeeded", {}, at(6))
+    ledger.set_state("E1", EventState.RECONCILING, at(7))
+    record = ledger.get_event("E1")
+    assert record is not None and (record.state, record.updated_at) == (EventState.COMPLETED, at(6))
+    with pytest.raises(ValueError):  # completion carries a result: complete_event only
+        ledger.set_state("E1", EventState.COMPLETED, at(8))
+    with pytest.raises(UnknownEvent):
+        ledger.set_state("nope", EventState.WAITING, at(8))
+
+
+def test_unpublished_results_until_marked_published(ledger: Ledger) -> None:
+    for n in range(3):
+        ledger.begin_event(event(f"E{n}", business_key=None))
+    ledger.complete_event("E2", "succeeded", {}, at(1))
+    ledger.complete_event("E0", "failed", {}, at(2))
+    assert [r.event_id for r in ledger.unpublished_results()] == ["E2", "E0"]
+    assert [r.event_id for r in ledger.unpublished_results(limit=1)] == ["E2"]
+    ledger.mark_result_published("E2", at(3))
+    ledger.mark_result_published("E2", at(9))  # a republish keeps the first time
+    assert ledger.get_event("E2").result_published_at == at(3)  # type: ignore[union-attr]
+    assert [r.event_id for r in ledger.unpublished_results()] == ["E0"]
+    with pytest.raises(ValueError):
+        ledger.mark_result_published("E1", at(4))  # no result yet
+
+
+def test_unfinished_events_are_the_sweepers_work_list(ledger: Ledger) -> None:
+    for n in range(4):
+        ledger.begin_event(event(f"E{n}", business_key=None, received=n))
+    ledger.set_state("E0", EventState.WAITING, at(30))  # touched recently
+    ledger.complete_event("E1", "succeeded", {}, at(2))  # done
+    found = ledger.unfinished_events(updated_before=at(10))
+    assert [r.event_id for r in found] == ["E2", "E3"]  # oldest first
+    assert [r.event_id for r in ledger.unfinished_events(at(10), limit=1)] == ["E2"]
+    assert [r.event_id for r in ledger.unfinished_events(at(31))] == ["E2", "E3", "E0"]
+
+
+# -- attempts -----------------------------------------------------------------------------
+
+
+def test_attempt_is_durable_before_it_finishes(ledger: Ledger, make_ledger: MakeLedger) -> None:
+    ledger.begin_event(event("E1"))
+    attempt_id = ledger.start_attempt("E1", "HOS00003", "SEQ-1", "call", at(1))
+    # Another instance (its own connections: another process, after a crash) sees it.
+    (seen,) = make_ledger().attempts("E1")
+    assert (seen.attempt_id, seen.platform_seq_id, seen.purpose) == (attempt_id, "SEQ-1", "call")
+    assert (seen.started_at, seen.finished_at, seen.outcome) == (at(1), None, None)
+
+
+def test_finish_attempt_records_the_answer_and_duration(ledger: Ledger) -> None:
+    ledger.begin_event(event("E1"))
+    first = ledger.start_attempt("E1", "HOS00003", "SEQ-1", "call", at(1))
+    second = ledger.start_attempt("E1", "HOS00004", "SEQ-2", "status_query", at(3))
+    ledger.finish_attempt(
+        first, at=at(2.25), http_status=None, rt_code=None, outcome="unknown", error="timeout"
+    )
+    ledger.finish_attempt(
+        second, at=at(3.5), http_status=200, rt_code="0000", outcome="succeeded", error=None
+    )
+    one, two = ledger.attempts("E1")
+    assert (one.finished_at, one.duration_ms, one.outcome, one.error) == (
+        at(2.25),
+        1250.0,
+        "unknown",
+        "timeout",
+    )
+    assert (two.purpose, two.http_status, two.rt_code, two.duration_ms) == (
+        "status_query",
+        200,
+        "0000",
+        500.0,
+    )
+    with pytest.raises(ValueError):
+        ledger.finish_attempt(
+            first, at=at(4), http_status=200, rt_code="0000", outcome="succeeded", error=None
+        )
+    with pytest.raises(UnknownAttempt):
+        ledger.finish_attempt(
+            999_999, at=at(4), http_status=None, rt_code=None, outcome="unknown", error=None
+        )
+
+
+def test_platform_seq_id_reuse_is_rejected(ledger: Ledger) -> None:
+    ledger.begin_event(event("E1"))
+    ledger.begin_event(event("E2", business_key=None))
+    ledger.start_attempt("E1", "HOS00003", "SEQ-1", "call", at(1))
+    with pytest.raises(DuplicateSeqId):
+        ledger.start_attempt("E2", "HOS00003", "SEQ-1", "call", at(2))
+    assert ledger.attempts("E2") == []
+    with pytest.raises(UnknownEvent):
+        ledger.start_attempt("nope", "HOS00003", "SEQ-9", "call", at(2))
+
+
+# -- leases -------------------------------------------------------------------------------
+
+
+def test_leases_keep_replicas_off_each_others_events(ledger: Ledger) -> None:
+    ledger.begin_event(event("E1"))
+    assert ledger.try_lease("E1", "a", until=at(60), at=at(0))  # free
+    assert not ledger.try_lease("E1", "b", until=at(90), at=at(30))  # held by a
+    assert ledger.try_lease("E1", "a", until=at(120), at=at(30))  # own: extended
+    assert not ledger.try_lease("E1", "b", until=at(90), at=at(60))  # still held (to 120)
+    assert ledger.try_lease("E1", "b", until=at(200), at=at(120))  # expired
+    record = ledger.get_event("E1")
+    assert record is not None and (record.lease_owner, record.lease_until) == ("b", at(200))
+    ledger.release_lease("E1", "a")  # not a's any more: no effect
+    assert not ledger.try_lease("E1", "a", until=at(150), at=at(130))
+    ledger.release_lease("E1", "b")
+    assert ledger.try_lease("E1", "a", until=at(150), at=at(130))
+    assert not ledger.try_lease("nope", "a", until=at(150), at=at(130))
+
+
+# -- trace keys and journal ---------------------------------------------------------------
+
+
+def test_find_events_by_event_id_and_trace_keys(ledger: Ledger) -> None:
+    ledger.begin_event(event("E1", keys={"orderId": "ORD1", "treatmentSerialNo": "T-7"}))
+    ledger.begin_event(event("E2", business_key=None, keys={"treatmentSerialNo": "T-7"}))
+    assert [r.event_id for r in ledger.find_events("E1")] == ["E1"]
+    assert [r.event_id for r in ledger.find_events("ORD1")] == ["E1"]
+    assert [r.event_id for r in ledger.find_events("T-7")] == ["E1", "E2"]
+    assert [r.event_id for r in ledger.find_events("T-7", limit=1)] == ["E1"]
+    assert ledger.find_events("Q-55") == []
+    ledger.add_keys("E2", {"queryId": "Q-55"})  # learnt from the platform's answer
+    ledger.add_keys("E2", {"queryId": "Q-55"})  # idempotent
+    assert [r.event_id for r in ledger.find_events("Q-55")] == ["E2"]
+    with pytest.raises(UnknownEvent):
+        ledger.add_keys("nope", {"queryId": "Q-1"})
+
+
+def test_journal_keeps_entries_in_order(ledger: Ledger) -> None:
+    ledger.begin_event(event("E1"))
+    ledger.record("E1", "received", {"deliveries": 1}, at(0))
+    ledger.record("E1", "attempt_started", {"seq": "SEQ-1", "病人": "李四"}, at(1))
+    ledger.record("E1", "result_stored", {"outcome": "succeeded"}, at(1))  # same instant
+    ledger.record("X9", "dead_lettered", {"reason": "invalid_event"}, at(2))  # never begun
+    entries = ledger.journal("E1")
+    assert [e.kind for e in entries] == ["received", "attempt_started", "result_stored"]
+    assert entries[1].detail == {"seq": "SEQ-1", "病人": "李四"}
+    assert entries[1].at == at(1) and entries[1].at.tzinfo is not None
+    assert entries[0].entry_id < entries[1].entry_id < entries[2].entry_id
+    assert [e.kind for e in ledger.journal("X9")] == ["dead_lettered"]
+
+
+# -- listings -----------------------------------------------------------------------------
+
+
+def test_recent_events_and_stats(ledger: Ledger) -> None:
+    ledger.begin_event(event("E1", business_key=None, received=0))
+    ledger.begin_event(event("E2", business_key=None, received=10, event_type="refund"))
+    ledger.begin_event(event("E3", business_key=None, received=20))
+    ledger.complete_event("E3", "succeeded", {}, at(21))
+    ledger.set_state("E2", EventState.WAITING, at(11))
+    assert [r.event_id for r in ledger.recent_events(limit=10)] == ["E3", "E2", "E1"]
+    assert [r.event_id for r in ledger.recent_events(since=at(10), limit=10)] == ["E3", "E2"]
+    assert [r.event_id for r in ledger.recent_events(event_type="payment")] == ["E3", "E1"]
+    assert [r.event_id for r in ledger.recent_events(outcome="succeeded")] == ["E3"]
+    assert [r.event_id for r in ledger.recent_events(limit=1)] == ["E3"]
+    assert ledger.stats() == {
+        "received": 1,
+        "in_flight": 0,
+        "reconciling": 0,
+        "waiting": 1,
+        "completed": 1,
+    }
+
+
+# -- time, schema, concurrency ------------------------------------------------------------
+
+
+def test_times_come_back_as_utc_and_naive_times_are_refused(ledger: Ledger) -> None:
+    china = timezone(timedelta(hours=8))
+    ledger.begin_event(event("E1"))
+    ledger.set_state("E1", EventState.WAITING, datetime(2026, 5, 9, 16, 0, 1, 5, tzinfo=china))
+    record = ledger.get_event("E1")
+    assert record is not None and record.updated_at == at(1.000005)
+    assert record.updated_at.utcoffset() == timedelta(0)
+    with pytest.raises(ValueError):
+        ledger.set_state("E1", EventState.WAITING, datetime(2026, 5, 9, 8, 0))
+
+
+def test_migrate_twice_is_harmless(ledger: Ledger, make_ledger: MakeLedger) -> None:
+    ledger.begin_event(event("E1"))
+    ledger.migrate()
+    make_ledger().migrate()
+    assert ledger.begin_event(event("E1")).kind == "existing"
+
+
+def _race(make_ledger: MakeLedger, events: list[NewEvent]) -> list[str]:
+    """Begin every event at once from its own thread, over two ledger instances."""
+    instances = [make_ledger(), make_ledger()]
+    barrier = threading.Barrier(len(events))
+    kinds: list[str] = []
+
+    def run(index: int) -> None:
+        barrier.wait()
+        kinds.append(instances[index % 2].begin_event(events[index]).kind)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(events))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    return sorted(kinds)
+
+
+def test_concurrent_redeliveries_yield_exactly_one_new(
+    ledger: Ledger, make_ledger: MakeLedger
+) -> None:
+    kinds = _race(make_ledger, [event("E1")] * 8)
+    assert kinds == ["existing"] * 7 + ["new"]
+    assert ledger.get_event("E1").delivery_count == 8  # type: ignore[union-attr]
+
+
+def test_concurrent_duplicates_of_one_business_key_yield_exactly_one_new(
+    ledger: Ledger, make_ledger: MakeLedger
+) -> None:
+    kinds = _race(make_ledger, [event(f"E{n}") for n in range(8)])
+    assert kinds == ["duplicate_key"] * 7 + ["new"]
+    holders = {r.event_id for r in ledger.events_by_business_key("HOS00003:ORD1")}
+    assert len(holders) == 8
+
+
+def test_find_events_is_answered_from_indexes(ledger: Ledger, store: tuple[str, str]) -> None:
+    backend, url = store
+    if backend == "sqlite":
+        with sqlite3.connect(url.removeprefix("sqlite:///")) as db:
+            sql = f"EXPLAIN QUERY PLAN SELECT * FROM huimin_events {statements('sqlite').find}"
+            plan = " | ".join(row[3] for row in db.execute(sql, ("K", 10)))
+        assert "SCAN huimin_event" not in plan, plan  # SEARCH ... USING (PRIMARY KEY|INDEX)
+        return
+    base, schema = url.rsplit("?schema=", 1)
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(f"SET search_path TO {schema}")
+        conn.execute("SET enable_seqscan = off")  # a seq scan now appears only if no index fits
+        sql = f"EXPLAIN SELECT * FROM huimin_events {statements('postgres').find}"
+        plan = " | ".join(row[0] for row in conn.execute(sql, ("K", 10)))
+    assert "Seq Scan" not in plan, plan
+
+
+# -- opening ------------------------------------------------------------------------------
+
+
+def test_unreachable_postgres_is_ledger_unavailable() -> None:
+    ledger = open_ledger("postgresql://postgres@127.0.0.1:1/postgres")
+    try:
+        with pytest.raises(LedgerUnavailable):
+            ledger.migrate()
+    finally:
+        ledger.close()
+
+
+def test_unopenable_sqlite_file_is_ledger_unavailable(tmp_path) -> None:
+    ledger = open_ledger(f"sqlite:///{tmp_path / 'missing-dir' / 'ledger.db'}")
+    with pytest.raises(LedgerUnavailable):
+        ledger.migrate()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "mysql://db/ledger",
+        "ledger.db",
+        "",
+        "sqlite:///:memory:",
+        "sqlite://",
+        "postgresql://postgres@127.0.0.1/postgres?bogus=1",
+        "postgresql://postgres@127.0.0.1/postgres?schema=Robert');DROP",
+    ],
+)
+def test_unusable_urls_are_configuration_errors(url: str) -> None:
+    with pytest.raises(ConfigurationError):
+        open_ledger(url)

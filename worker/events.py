@@ -1,0 +1,184 @@
+"""HIS events (input) as pydantic models, and their mapping to platform transactions. Pure.
+
+An event is `{"eventId", "type", "occurredAt", "data"}`; `data` carries the transaction's
+request fields with the spec's own names. `hospitalId` and `cityCode` default from settings
+when the transaction has them and the HIS left them out. The worker owns platformSeqId, dates
+and signing, so an event never carries an envelope field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import FieldError, InvalidEvent, ValidationFailed
+from .models import registry
+
+
+class WorkClass(StrEnum):
+    """Separate work queues, so a backlog of image uploads never delays a payment."""
+
+    MONEY = "money"
+    CLAIMS = "claims"
+    QUERIES = "queries"
+
+
+@dataclass(frozen=True)
+class EventType:
+    name: str
+    trans_code: str
+    work_class: WorkClass
+
+
+_EVENT_TYPES = [
+    ("signing.url.requested", "HOS00025", WorkClass.QUERIES),
+    ("signing.status.requested", "HOS00001", WorkClass.QUERIES),
+    ("payment.requested", "HOS00003", WorkClass.MONEY),
+    ("refund.requested", "HOS00004", WorkClass.MONEY),
+    ("discharge.trial.requested", "HOST0014", WorkClass.MONEY),
+    ("discharge.ready", "HOS00014", WorkClass.MONEY),
+    ("discharge.status.requested", "HOS00016", WorkClass.QUERIES),
+    ("order.status.requested", "HOS00012", WorkClass.QUERIES),
+    ("statement.requested", "HOS00013", WorkClass.QUERIES),
+    ("patient.posted", "HOS00020", WorkClass.CLAIMS),
+    ("medical-record.posted", "HOS00021", WorkClass.CLAIMS),
+    ("fee.posted", "HOS00022", WorkClass.CLAIMS),
+    ("invoice.posted", "HOS00023", WorkClass.CLAIMS),
+    ("exam-report.posted", "HOS00024", WorkClass.CLAIMS),
+    ("claim-case.cancelled", "HOS00026", WorkClass.CLAIMS),
+    ("claim.submitted", "HOS00027", WorkClass.CLAIMS),
+    ("image.posted", "HOS00028", WorkClass.CLAIMS),
+    ("claim-case.status.requested", "HOS00029", WorkClass.QUERIES),
+]
+EVENT_TYPES: Mapping[str, EventType] = {
+    name: EventType(name, code, work) for name, code, work in _EVENT_TYPES
+}
+#: fields the worker fills from settings when the transaction has them and the event does not
+DEFAULTED_FIELDS = ("hospitalId", "cityCode")
+#: trace keys the ledger indexes, when present in an event's data or a platform answer
+TRACE_KEYS = ("orderId", "trialId", "treatmentSerialNo", "queryId", "origOrderId", "settleDate")
+
+
+class Event(BaseModel):
+    """The envelope every HIS event shares."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    eventId: str = Field(min_length=8, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")
+    type: str
+    occurredAt: AwareDatetime
+    data: dict[str, Any]
+
+    @property
+    def event_type(self) -> EventType:
+        return EVENT_TYPES[self.type]
+
+
+@dataclass(frozen=True)
+class PreparedEvent:
+    """A valid event, its business payload validated against its transaction."""
+
+    event: Event
+    trans_code: str
+    business: dict[str, Any]  # the wire dict, defaults filled
+    payload_hash: str
+    business_key: str | None
+    keys: dict[str, str]
+
+
+def read_identity(body: bytes) -> tuple[str | None, str | None]:
+    """eventId and type, when they can be read from an otherwise invalid body."""
+    try:
+        parsed = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None, None
+    if not isinstance(parsed, dict):
+        return None, None
+    event_id, event_type = parsed.get("eventId"), parsed.get("type")
+    return (
+        event_id if isinstance(event_id, str) and event_id else None,
+        event_type if isinstance(event_type, str) and event_type else None,
+    )
+
+
+def parse_event(body: bytes) -> Event:
+    """Bytes off the queue -> Event; InvalidEvent names every problem."""
+    try:
+        parsed = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidEvent(f"event body is not UTF-8 JSON: {exc}") from None
+    if not isinstance(parsed, dict):
+        raise InvalidEvent("event body is not a JSON object")
+    try:
+        event = Event.model_validate(parsed)
+    except ValidationError as exc:
+        errors = _field_errors(exc)
+        raise InvalidEvent("event does not match the event schema", errors) from None
+    if event.type not in EVENT_TYPES:
+        raise InvalidEvent(
+            f"unknown event type {event.type!r}", (FieldError("type", "unknown event type"),)
+        )
+    return event
+
+
+def prepare(event: Event, *, hospital_id: str, city_code: str) -> PreparedEvent:
+    """Validate `data` as the transaction's request, defaults filled; InvalidEvent if not."""
+    event_type = event.event_type
+    transaction = registry.get_transaction(event_type.trans_code)
+    data = _with_defaults(event.data, transaction, hospital_id, city_code)
+    try:
+        model = registry.validate_request(event_type.trans_code, data)
+    except ValidationFailed as exc:
+        errors = tuple(FieldError(f"data.{e.field}", e.message) for e in exc.errors)
+        message = f"event data is not a valid {transaction.trans_code} request"
+        raise InvalidEvent(message, errors) from None
+    business = registry.to_wire(model)
+    key_field = transaction.business_key
+    return PreparedEvent(
+        event=event,
+        trans_code=transaction.trans_code,
+        business=business,
+        payload_hash=payload_hash(business),
+        business_key=f"{transaction.trans_code}:{business[key_field]}" if key_field else None,
+        keys=trace_keys(business),
+    )
+
+
+def _with_defaults(
+    data: Mapping[str, Any], transaction: registry.Transaction, hospital_id: str, city_code: str
+) -> dict[str, Any]:
+    fields = transaction.request.model_fields
+    defaults = {"hospitalId": hospital_id, "cityCode": city_code}
+    filled = dict(data)
+    for name in DEFAULTED_FIELDS:
+        if name in fields and filled.get(name) in (None, ""):
+            filled[name] = defaults[name]
+    return filled
+
+
+def payload_hash(business: Mapping[str, Any]) -> str:
+    """Same business payload <=> same hash, whatever the key order the HIS used."""
+    canonical = json.dumps(business, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def trace_keys(data: Mapping[str, Any]) -> dict[str, str]:
+    return {k: str(data[k]) for k in TRACE_KEYS if isinstance(data.get(k), str | int) and data[k]}
+
+
+def _field_errors(exc: ValidationError) -> tuple[FieldError, ...]:
+    return tuple(
+        FieldError(".".join(str(p) for p in err["loc"]) or "(event)", err["msg"])
+        for err in exc.errors()
+    )
+
+
+def occurred_now(at: datetime) -> str:
+    return at.isoformat(timespec="milliseconds")

@@ -1,0 +1,94 @@
+"""Logging: JSON lines (or text), with personal data masked and secrets never printed.
+
+Masking happens in a logging.Filter on every record, so a careless `log.info("%s", data)`
+anywhere cannot leak an id number, a name or a phone number.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+from .settings import Settings
+
+# 18-digit resident id (last char may be X), 15-digit legacy id, 11-digit mainland mobile
+_ID_NUMBER = re.compile(r"(?<![0-9A-Za-z])(\d{6})\d{8}(\d{3}[\dXx])(?![0-9A-Za-z])")
+_LEGACY_ID = re.compile(r"(?<![0-9A-Za-z])(\d{6})\d{6}(\d{3})(?![0-9A-Za-z])")
+_MOBILE = re.compile(r"(?<![0-9A-Za-z])(1[3-9]\d)\d{4}(\d{4})(?![0-9A-Za-z])")
+_NAME_FIELDS = re.compile(
+    r'("(?:userName|name|psnName|patientName|doctorName|reportingDoctor|reviewingDoctor)"\s*:\s*")'
+    r'([^"\\])([^"\\]*)(")'
+)
+_SECRET_FIELDS = re.compile(r'("?(?:signToken|secret|password|key)"?\s*[:=]\s*"?)([^"&,\s]+)')
+
+EXTRA_FIELDS = ("event_id", "event_type", "trans_code", "outcome", "platform_seq_id", "rt_code")
+
+
+def mask(text: str) -> str:
+    """Mask id numbers, mobile numbers, names in JSON, and token/secret values."""
+    text = _ID_NUMBER.sub(r"\1********\2", text)
+    text = _LEGACY_ID.sub(r"\1******\2", text)
+    text = _MOBILE.sub(r"\1****\2", text)
+    text = _NAME_FIELDS.sub(lambda m: m[1] + m[2] + "*" * len(m[3]) + m[4], text)
+    return _SECRET_FIELDS.sub(r"\1***", text)
+
+
+class MaskingFilter(logging.Filter):
+    def __init__(self, secrets: tuple[str, ...] = ()) -> None:
+        super().__init__()
+        self.secrets = tuple(s for s in secrets if s)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = mask(record.getMessage())
+        for secret in self.secrets:
+            message = message.replace(secret, "***")
+        record.msg, record.args = message, None
+        if record.exc_info and record.exc_info[1] is not None:
+            record.exc_text = mask(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        line.update({k: getattr(record, k) for k in EXTRA_FIELDS if hasattr(record, k)})
+        if record.exc_text:
+            line["exception"] = record.exc_text
+        return json.dumps(line, ensure_ascii=False)
+
+
+def configure_logging(settings: Settings, stream: Any = None) -> logging.Handler:
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.addFilter(MaskingFilter(_secrets(settings)))
+    if settings.log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(settings.log_level.upper())
+    return handler
+
+
+def _secrets(settings: Settings) -> tuple[str, ...]:
+    secret = settings.platform_secret.get_secret_value()
+    return (secret, secret[:16], *_url_passwords(settings))
+
+
+def _url_passwords(settings: Settings) -> tuple[str, ...]:
+    found = []
+    for url in (settings.broker_url, settings.ledger_url):
+        match = re.match(r"^[a-z0-9+]+://[^:/@]+:([^@]+)@", url.get_secret_value())
+        if match and match[1] not in ("guest",):
+            found.append(match[1])
+    return tuple(found)

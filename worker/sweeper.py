@@ -1,0 +1,67 @@
+"""The sweeper: recovery that does not depend on redelivery alone.
+
+Run at start and every HUIMIN_SWEEP_INTERVAL_S in the engine's pool, it
+* re-injects events left unfinished (a crashed worker, a lost retry message) into their work
+  queue: the processor then reconciles a money call by its status query, never re-sends it
+  blindly, and the ledger makes the re-injection idempotent;
+* republishes results that were stored but whose publish was never confirmed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import timedelta
+
+from .clock import Clock
+from .events import EVENT_TYPES
+from .ledger.base import EventRecord, Ledger
+from .messages import Disposition, Outgoing
+from .results import Result, result_body
+from .topology import H_RETRY, H_ROUTING_KEY, RESULTS_EXCHANGE, work_queue_for
+
+log = logging.getLogger(__name__)
+
+
+class Sweeper:
+    def __init__(self, ledger: Ledger, clock: Clock, grace: timedelta, batch: int = 100) -> None:
+        self.ledger, self.clock, self.grace, self.batch = ledger, clock, grace, batch
+
+    def sweep(self) -> Disposition | None:
+        unpublished = self._unpublished_results()
+        messages = [*self._stale_events(), *(self._result(r) for r in unpublished)]
+        if not messages:
+            return None
+        log.info("sweeper re-injected %d message(s)", len(messages))
+
+        def published() -> None:
+            for record in unpublished:
+                self.ledger.mark_result_published(record.event_id, self.clock())
+
+        return Disposition(tuple(messages), on_confirmed=published, label="swept")
+
+    def _stale_events(self) -> list[Outgoing]:
+        now = self.clock()
+        stale = self.ledger.unfinished_events(now - self.grace, self.batch)
+        return [m for record in stale if (m := self._reinject(record)) is not None]
+
+    def _reinject(self, record: EventRecord) -> Outgoing | None:
+        queue = work_queue_for(record.event_type)
+        if queue is None or record.event_type not in EVENT_TYPES:
+            return None
+        now = self.clock()
+        self.ledger.set_state(record.event_id, record.state, now)  # touch: not again next sweep
+        self.ledger.record(record.event_id, "swept", {"state": record.state.value}, now)
+        body = json.dumps(record.payload, ensure_ascii=False).encode("utf-8")
+        headers = {H_RETRY: 1, H_ROUTING_KEY: record.event_type}
+        return Outgoing("", queue, body, headers, message_id=record.event_id)
+
+    def _unpublished_results(self) -> list[EventRecord]:
+        cutoff = self.clock() - self.grace
+        records = self.ledger.unpublished_results(self.batch)
+        return [r for r in records if r.updated_at < cutoff and r.result]
+
+    def _result(self, record: EventRecord) -> Outgoing:
+        result = Result.model_validate(record.result)
+        return Outgoing(RESULTS_EXCHANGE, result.routing_key, result_body(result),
+                        message_id=result.resultId, correlation_id=record.event_id)

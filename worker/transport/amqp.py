@@ -1,0 +1,182 @@
+"""RabbitMQ through kombu's py-amqp connection: consume, publish with pipelined confirms.
+
+kombu parses the URL and owns the connection (TLS, heartbeats); we work on the raw py-amqp
+channels underneath because the engine needs confirms without blocking: publishes are numbered
+and `basic_ack`/`basic_nack` events resolve them as they arrive (pipelined), instead of
+`basic_publish_confirm`, which waits for each one.
+
+Two py-amqp facts shape this module: publishing from inside a delivery callback drains frames
+and recurses into further deliveries, so callbacks only buffer; and every call here must come
+from the one thread that owns the connection.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import amqp
+import kombu
+from kombu.exceptions import OperationalError
+
+from ..errors import BrokerUnavailable
+from ..messages import Delivery, Outgoing
+from ..topology import Topology
+from . import ConfirmCallback, DeliveryCallback
+
+#: exceptions that mean "the connection is gone": converted to BrokerUnavailable
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    OSError, amqp.exceptions.ConnectionError, amqp.exceptions.ChannelError,
+    amqp.exceptions.RecoverableConnectionError, OperationalError, EOFError,
+)  # fmt: skip
+
+
+class AmqpTransport:
+    def __init__(self, url: str, *, heartbeat: float = 30.0, connect_timeout: float = 10.0):
+        self._url = url
+        self._heartbeat = heartbeat
+        self._connect_timeout = connect_timeout
+        self._conn: kombu.Connection | None = None
+        self._consume_channel: Any = None
+        self._publish_channel: Any = None
+        self._publish_seq = 0
+        self._confirm: ConfirmCallback | None = None
+        self._consumer_tags: list[str] = []
+
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None and self._conn.connected
+
+    def connect(self) -> None:
+        self.close()
+        try:
+            self._conn = kombu.Connection(self._url, heartbeat=self._heartbeat,
+                                          connect_timeout=self._connect_timeout)  # fmt: skip
+            self._conn.connect()
+            raw = self._conn.connection
+            self._consume_channel = raw.channel()
+            self._publish_channel = raw.channel()
+            self._publish_channel.confirm_select()
+        except CONNECTION_ERRORS as exc:
+            raise BrokerUnavailable(f"cannot connect to RabbitMQ: {exc!r}") from exc
+        self._publish_seq = 0
+        self._publish_channel.events["basic_ack"].add(self._acked)
+        self._publish_channel.events["basic_nack"].add(self._nacked)
+
+    def declare(self, topology: Topology) -> None:
+        channel = self._publish_channel
+        with _converted():
+            for exchange in topology.exchanges:
+                channel.exchange_declare(exchange.name, exchange.type, durable=exchange.durable,
+                                         auto_delete=False)  # fmt: skip
+            for queue in topology.queues:
+                channel.queue_declare(queue.name, durable=queue.durable, auto_delete=False,
+                                      arguments=dict(queue.arguments))  # fmt: skip
+                for binding in queue.bindings:
+                    channel.queue_bind(queue.name, binding.exchange, binding.routing_key)
+
+    def consume(self, queues: list[str], prefetch: int, on_delivery: DeliveryCallback) -> None:
+        channel = self._consume_channel
+        with _converted():
+            channel.basic_qos(0, prefetch, False)
+            for queue in queues:
+                tag = channel.basic_consume(
+                    queue, callback=lambda m, q=queue: on_delivery(_delivery(m, q))
+                )
+                self._consumer_tags.append(tag)
+
+    def cancel(self) -> None:
+        with _converted():
+            for tag in self._consumer_tags:
+                self._consume_channel.basic_cancel(tag)
+        self._consumer_tags.clear()
+
+    def on_confirm(self, callback: ConfirmCallback) -> None:
+        self._confirm = callback
+
+    def publish(self, message: Outgoing) -> int:
+        with _converted():
+            self._publish_channel._basic_publish(
+                _amqp_message(message), exchange=message.exchange,
+                routing_key=message.routing_key, mandatory=False,
+            )  # fmt: skip
+        self._publish_seq += 1
+        return self._publish_seq
+
+    def ack(self, tag: object) -> None:
+        with _converted():
+            self._consume_channel.basic_ack(tag)
+
+    def nack(self, tag: object, requeue: bool) -> None:
+        with _converted():
+            self._consume_channel.basic_reject(tag, requeue=requeue)
+
+    def poll(self, timeout: float) -> None:
+        assert self._conn is not None
+        with _converted():
+            self._conn.heartbeat_check()
+            try:
+                self._conn.drain_events(timeout=timeout)
+            except TimeoutError:
+                pass
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        self._consumer_tags.clear()
+        if conn is not None:
+            try:
+                conn.release()
+            except CONNECTION_ERRORS:
+                pass  # already gone: nothing to release
+
+    def _acked(self, seq: int, multiple: bool) -> None:
+        if self._confirm:
+            self._confirm(seq, multiple, True)
+
+    def _nacked(self, seq: int, multiple: bool) -> None:
+        if self._confirm:
+            self._confirm(seq, multiple, False)
+
+
+class _converted:
+    """Turn py-amqp/kombu/socket failures into BrokerUnavailable at this boundary."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        if exc is not None and isinstance(exc, CONNECTION_ERRORS) and not isinstance(
+            exc, TimeoutError
+        ):
+            raise BrokerUnavailable(f"RabbitMQ connection failed: {exc!r}") from exc
+        return False
+
+
+def _delivery(message: amqp.Message, queue: str) -> Delivery:
+    props = message.properties
+    info = message.delivery_info
+    body = message.body if isinstance(message.body, bytes) else str(message.body).encode()
+    return Delivery(
+        body=body,
+        routing_key=info.get("routing_key", ""),
+        headers=dict(props.get("application_headers") or {}),
+        message_id=props.get("message_id"),
+        redelivered=bool(info.get("redelivered")),
+        queue=queue,
+        tag=info["delivery_tag"],
+    )
+
+
+def _amqp_message(message: Outgoing) -> amqp.Message:
+    props: dict[str, Any] = {
+        "content_type": message.content_type,
+        "content_encoding": "utf-8",
+        "delivery_mode": 2,  # persistent
+        "application_headers": dict(message.headers),
+    }
+    if message.message_id:
+        props["message_id"] = message.message_id
+    if message.correlation_id:
+        props["correlation_id"] = message.correlation_id
+    if message.expiration_ms is not None:
+        props["expiration"] = str(message.expiration_ms)
+    return amqp.Message(message.body, **props)
