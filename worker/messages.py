@@ -15,6 +15,7 @@ class Delivery:
     routing_key: str
     headers: Mapping[str, Any] = field(default_factory=dict)
     message_id: str | None = None
+    correlation_id: str | None = None
     redelivered: bool = False
     queue: str = ""
     tag: Any = None  # the broker's handle for ack/nack; opaque to the processor

@@ -67,8 +67,9 @@ class Settings(BaseSettings):
     )
     concurrency: int = Field(8, ge=1, le=512, description="Events handled at once.")
     prefetch: int = Field(0, ge=0, description="AMQP prefetch; 0 means 2 x concurrency.")
-    retry_delays_s: list[int] = Field(
+    retry_delays_s: list[float] = Field(
         default_factory=lambda: [1, 5, 30, 120, 600],
+        min_length=1,
         description="Backoff delays, one retry queue each (JSON list of seconds).",
     )
     retry_jitter: float = Field(0.2, ge=0, le=1, description="Relative jitter on delays.")

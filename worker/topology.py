@@ -70,7 +70,7 @@ class RetryStep:
 class Topology:
     exchanges: tuple[Exchange, ...]
     queues: tuple[Queue, ...]
-    retry_delays_s: tuple[int, ...]
+    retry_delays_s: tuple[float, ...]
     jitter: float
 
     def queue(self, name: str) -> Queue:
@@ -92,8 +92,8 @@ def work_queue_name(work_class: WorkClass) -> str:
     return f"huimin.work.{work_class.value}"
 
 
-def retry_queue_name(work_class: WorkClass, delay_s: int) -> str:
-    return f"huimin.retry.{work_class.value}.{delay_s}s"
+def retry_queue_name(work_class: WorkClass, delay_s: float) -> str:
+    return f"huimin.retry.{work_class.value}.{delay_s:g}s"
 
 
 def work_queue_for(event_type: str) -> str | None:
@@ -101,7 +101,7 @@ def work_queue_for(event_type: str) -> str | None:
     return work_queue_name(known.work_class) if known else None
 
 
-def build_topology(retry_delays_s: Sequence[int], jitter: float) -> Topology:
+def build_topology(retry_delays_s: Sequence[float], jitter: float) -> Topology:
     if not retry_delays_s or any(d <= 0 for d in retry_delays_s):
         raise ValueError("retry delays must be a non-empty list of positive seconds")
     delays = tuple(sorted(set(retry_delays_s)))
@@ -125,7 +125,7 @@ def _bindings_for(work_class: WorkClass) -> tuple[Binding, ...]:
     )
 
 
-def _retry_queues(delays: Sequence[int], jitter: float) -> list[Queue]:
+def _retry_queues(delays: Sequence[float], jitter: float) -> list[Queue]:
     return [
         Queue(
             retry_queue_name(work_class, delay),

@@ -160,6 +160,7 @@ def _delivery(message: amqp.Message, queue: str) -> Delivery:
         routing_key=info.get("routing_key", ""),
         headers=dict(props.get("application_headers") or {}),
         message_id=props.get("message_id"),
+        correlation_id=props.get("correlation_id"),
         redelivered=bool(info.get("redelivered")),
         queue=queue,
         tag=info["delivery_tag"],

@@ -240,5 +240,6 @@ def _delivery(stored: _Stored, queue: str, tag: int | None) -> Delivery:
     message = stored.message
     return Delivery(
         body=message.body, routing_key=stored.routing_key, headers=dict(message.headers),
-        message_id=message.message_id, redelivered=stored.redelivered, queue=queue, tag=tag,
+        message_id=message.message_id, correlation_id=message.correlation_id,
+        redelivered=stored.redelivered, queue=queue, tag=tag,
     )  # fmt: skip

@@ -1,0 +1,510 @@
+"""The simulated platform's business state: patients, orders, settlements, claim cases.
+
+Pure: no I/O, the clock is injected, and `handle(transCode, business)` returns a `Reply`
+(rtCode, rtMsg, business payload or None). Envelopes, faults and HTTP live in `app.py`.
+All methods are thread-safe: the ASGI loop and the in-process test handle share one state.
+
+Rules (recorded in docs/simulator.md):
+* A money call's orderId is charged at most once: a repeat with the same payload is answered
+  with the existing order, a different payload gets 1000. `receipts` counts every money call
+  that reached processing for an orderId, whatever the answer (the test oracle).
+* An order is "pending" (01/11/31) for `pending_queries` status queries, then final.
+* Discharge: credit due = settleAmt - nonCreditPayAmt - budgetAmt; psnAmt = the named deposits
+  minus their refunds. Trial: due > psnAmt -> supplementAmt, else refundAmt. Settlement:
+  due > psnAmt -> 5501 (nothing stored), else 32 with refundAmt = psnAmt - due.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from worker.clock import CHINA_TZ, Clock
+
+SUCCESS_MSG = "交易成功"
+REFUND_WINDOW = timedelta(days=30)  # spec 3.2.4: online refunds within 30 days
+PatientStatus = Literal["signed", "unsigned", "frozen"]
+PATIENT_STATUSES: tuple[str, ...] = ("signed", "unsigned", "frozen")
+Business = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Reply:
+    rt_code: str
+    rt_msg: str
+    business: Business | None = None
+
+
+def ok(business: Business | None = None) -> Reply:
+    return Reply("0000", SUCCESS_MSG, business)
+
+
+def failure(message: str, rt_code: str = "1000") -> Reply:
+    return Reply(rt_code, message)
+
+
+def stamp(moment: datetime) -> str:
+    """yyyyMMddHHmmss in China time, the spec's timestamp form."""
+    return moment.astimezone(CHINA_TZ).strftime("%Y%m%d%H%M%S")
+
+
+# --- patients --------------------------------------------------------------------------------
+
+
+@dataclass
+class Patient:
+    id_no: str
+    status: PatientStatus = "signed"
+    name: str = "测试"
+    sign_token: str = ""  # derived from the idNo when not given
+    credit_limit: int | None = None  # fen; a payment above it fails with orderStatus 03
+
+    def __post_init__(self) -> None:
+        if not self.sign_token:
+            digest = hashlib.sha256(self.id_no.encode()).hexdigest().upper()
+            self.sign_token = "STK" + digest[:32]
+
+
+def parse_patients(raw: Any) -> tuple[list[Patient], PatientStatus]:
+    """A patients file: {"defaultStatus": ..., "patients": [{"idNo", "status", "name",
+    "signToken", "creditLimit"}]}; returns the patients and the status of unknown idNos."""
+    if not isinstance(raw, Mapping) or not isinstance(raw.get("patients", []), list):
+        raise ValueError('a patients file is {"defaultStatus": ..., "patients": [...]}')
+    default = raw.get("defaultStatus", "unsigned")
+    if default not in PATIENT_STATUSES:
+        raise ValueError(f"defaultStatus must be one of {PATIENT_STATUSES}")
+    return [_patient(item) for item in raw.get("patients", [])], default
+
+
+def _patient(item: Any) -> Patient:
+    if not isinstance(item, Mapping) or not isinstance(item.get("idNo"), str):
+        raise ValueError("each patient needs an idNo")
+    status = item.get("status", "signed")
+    if status not in PATIENT_STATUSES:
+        raise ValueError(f"patient status must be one of {PATIENT_STATUSES}")
+    limit = item.get("creditLimit")
+    return Patient(item["idNo"], status, item.get("name", "测试"), item.get("signToken", ""),
+                   limit if isinstance(limit, int) else None)
+
+
+def default_patients() -> list[Patient]:
+    """Every idNo in the shared examples is signed; the HOS00001 example's patient holds the
+    HOS00003 example's signToken, so the examples can be replayed as they are."""
+    from worker.models.examples import EXAMPLES
+
+    main_id = EXAMPLES["HOS00001"].request["idNo"]
+    patients = {main_id: Patient(main_id, "signed", EXAMPLES["HOS00001"].request["userName"],
+                                 EXAMPLES["HOS00003"].request["signToken"])}
+    for example in EXAMPLES.values():
+        for key in ("idNo", "documentsNo", "certno"):
+            id_no = example.request.get(key)
+            if isinstance(id_no, str) and id_no not in patients:
+                patients[id_no] = Patient(id_no)
+    return list(patients.values())
+
+
+# --- orders ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Order:
+    """A pay (HOS00003) or refund (HOS00004) order, or a settlement (HOS00014)."""
+
+    kind: Literal["pay", "refund", "settle"]
+    order_id: str
+    query_id: str
+    trade_no: str
+    amt: int
+    created_at: datetime
+    request: Business
+    final_status: str
+    pending_status: str
+    pending_left: int
+    patient: Patient | None = None
+    pay: Order | None = None  # a refund's payment
+    refunded: int = 0  # a payment's accepted refunds (fen)
+    settled_by: str | None = None  # a payment's settlement orderId
+    deposits: list[tuple[Order, int, int]] = field(default_factory=list)  # (pay, spent, refund)
+    figures: dict[str, int] = field(default_factory=dict)  # a settlement's amounts
+
+    @property
+    def status(self) -> str:
+        return self.pending_status if self.pending_left > 0 else self.final_status
+
+    @property
+    def available(self) -> int:
+        return self.amt - self.refunded
+
+    def queried(self) -> None:
+        self.pending_left = max(0, self.pending_left - 1)
+
+
+@dataclass
+class ClaimCase:
+    treatment_serial_no: str
+    node: str = "1"
+    id_no: str | None = None
+    uploads: Counter[str] = field(default_factory=Counter)
+    submitted: bool = False
+
+
+@dataclass(frozen=True)
+class Insurer:
+    insurance_id: str = "INS00001"
+    insurance_name: str = "中国人寿"
+    claim_type: str = "2"
+
+
+#: claim uploads and the claimNode each one brings the case to (spec appendix 保险节点)
+UPLOAD_NODES = {"HOS00020": "1", "HOS00021": "1", "HOS00022": "2", "HOS00023": "2",
+                "HOS00024": "1", "HOS00028": "1"}
+_OPEN_NODES = ("1", "2")  # uploads are accepted until the claim is submitted
+_MSG = {"02": "支付成功", "03": "支付失败：超出授信额度", "12": "退费成功", "32": "结算成功"}
+
+
+class PlatformState:
+    """Everything the simulated platform remembers between calls."""
+
+    def __init__(self, *, clock: Clock, patients: Iterable[Patient] | None = None,
+                 default_status: PatientStatus = "unsigned", pending_queries: int = 0,
+                 insurer: Insurer | None = None) -> None:
+        self._clock = clock
+        self.lock = threading.RLock()
+        self._initial = list(default_patients() if patients is None else patients)
+        self.default_status: PatientStatus = default_status
+        self.pending_queries = pending_queries
+        self.insurer = insurer or Insurer()
+        self._serial = 0  # survives reset: a queryId is never reused by one simulator
+        self.reset()
+
+    def receipts_of(self, order: Order) -> int:
+        """How many money calls for this order's orderId reached processing."""
+        key = ("settle:" if order.kind == "settle" else "") + order.order_id
+        return self.receipts[key]
+
+    def reset(self) -> None:
+        with self.lock:
+            self.patients = {p.id_no: Patient(**vars(p)) for p in self._initial}
+            self.orders: dict[str, Order] = {}
+            self.settlements: dict[str, Order] = {}
+            self.trials: dict[str, Business] = {}
+            self.cases: dict[str, ClaimCase] = {}
+            self.receipts: Counter[str] = Counter()
+            self.sign_tickets: dict[str, str] = {}
+
+    # --- dispatch ----------------------------------------------------------------------------
+
+    def handle(self, trans_code: str, business: Business, *, base_url: str = "") -> Reply:
+        """Process one validated business request."""
+        handler = self._handlers().get(trans_code)
+        if handler is None:
+            return failure(f"交易码{trans_code}不支持")
+        with self.lock:
+            return handler(business, base_url)
+
+    def _handlers(self) -> dict[str, Callable[[Business, str], Reply]]:
+        handlers: dict[str, Callable[[Business, str], Reply]] = {
+            "HOS00025": self._sign_url, "HOS00001": self._sign_status, "HOS00003": self._pay,
+            "HOS00004": self._refund, "HOS00012": self._order_query, "HOS00013": self._statement,
+            "HOST0014": self._trial, "HOS00014": self._settle, "HOS00016": self._settle_query,
+            "HOS00026": self._cancel_case, "HOS00027": self._submit_case,
+            "HOS00029": self._case_status,
+        }
+        for code in UPLOAD_NODES:
+            handlers[code] = self._upload_for(code)
+        return handlers
+
+    def _next_id(self, prefix: str) -> str:
+        self._serial += 1
+        return f"{prefix}{stamp(self._clock())}{self._serial:08d}"
+
+    # --- signing (3.2.1, 3.2.2) --------------------------------------------------------------
+
+    def patient(self, id_no: str, name: str | None = None) -> Patient:
+        """The patient with this idNo, registered with the default status on first sight."""
+        if id_no not in self.patients:
+            self.patients[id_no] = Patient(id_no, self.default_status, name or "测试")
+        return self.patients[id_no]
+
+    def set_patient_status(self, id_no: str, status: PatientStatus) -> Patient:
+        with self.lock:
+            patient = self.patient(id_no)
+            patient.status = status
+            return patient
+
+    def sign_by_ticket(self, ticket: str) -> Patient | None:
+        """The H5 signing page was completed: the ticket's patient is now signed."""
+        with self.lock:
+            id_no = self.sign_tickets.get(ticket)
+            return None if id_no is None else self.set_patient_status(id_no, "signed")
+
+    def _sign_url(self, req: Business, base_url: str) -> Reply:
+        self.patient(req["idNo"], req["userName"])
+        ticket = hashlib.sha256(f"{req['idNo']}/{self._next_id('')}".encode()).hexdigest()[:24]
+        self.sign_tickets[ticket] = req["idNo"]
+        return ok({"forwardUrl": f"{base_url}/h5/sign/{ticket}"})
+
+    def _sign_status(self, req: Business, base_url: str) -> Reply:
+        patient = self.patient(req["idNo"], req["userName"])
+        if patient.status == "frozen":
+            return ok({"signStatus": "9"})
+        if patient.status == "unsigned":
+            forward = self._sign_url(req, base_url).business or {}
+            return ok({"signStatus": "0", "forwardUrl": forward["forwardUrl"]})
+        return ok({"signStatus": "1", "signToken": patient.sign_token,
+                   "signDate": stamp(self._clock()), "creditPay": "01", "insutype": "310"})
+
+    # --- pay, refund, query (3.2.3, 3.2.4, 3.2.9) ---------------------------------------
+
+    def _pay(self, req: Business, base_url: str) -> Reply:
+        self.receipts[req["orderId"]] += 1
+        existing = self.orders.get(req["orderId"])
+        if existing is not None:
+            return self._repeat(existing, req)
+        patient = next((p for p in self.patients.values() if p.sign_token == req["signToken"]),
+                       None)
+        if patient is None or patient.status == "unsigned":
+            return failure("无此用户信息，需通过认证后再次获取", "0001")
+        if patient.status == "frozen":
+            return failure("用户签约状态冻结，需解除黑名单后再次请求", "0002")
+        over_limit = patient.credit_limit is not None and req["amt"] > patient.credit_limit
+        order = self._new_order("pay", req, req["amt"], "03" if over_limit else "02", "01")
+        order.patient = patient
+        return ok(self._pay_body(order))
+
+    def _refund(self, req: Business, base_url: str) -> Reply:
+        self.receipts[req["orderId"]] += 1
+        pay = next((o for o in self.orders.values()
+                    if o.kind == "pay" and o.query_id == req["origOrderId"]), None)
+        if pay is not None and pay.order_id == req["orderId"]:
+            return failure("退费订单号不能与支付订单号相同")
+        if req["orderId"] in self.orders:
+            return self._repeat(self.orders[req["orderId"]], req)
+        refusal = self._refusal(pay, req["amtRefund"])
+        if refusal is not None:
+            return failure(refusal)
+        assert pay is not None
+        pay.refunded += req["amtRefund"]
+        order = self._new_order("refund", req, req["amtRefund"], "12", "11")
+        order.pay, order.patient = pay, pay.patient
+        return ok(self._refund_body(order))
+
+    def _refusal(self, pay: Order | None, amount: int) -> str | None:
+        if pay is None:
+            return "原支付订单不存在"
+        if pay.status != "02":
+            return "原支付订单未支付成功"
+        if pay.settled_by is not None:
+            return "原支付订单已出院结算"
+        if self._clock() - pay.created_at > REFUND_WINDOW:
+            return "超过线上退费期限(30天)"
+        if amount <= 0:
+            return "退款金额必须大于0"
+        if amount > pay.available:
+            return f"退款金额超过可退金额{pay.available}分"
+        return None
+
+    def _order_query(self, req: Business, base_url: str) -> Reply:
+        order = self.orders.get(req["orderId"])
+        if order is None:
+            return failure("订单不存在")  # PROTOCOL.md: 1000 on a status query = never accepted
+        order.queried()
+        pay = order.pay or order
+        body = {"orderId": order.order_id, "queryId": order.query_id, "tradeNo": order.trade_no,
+                "orderType": pay.request["orderType"], "orderTime": stamp(order.created_at),
+                "accType": "02", "amt": order.amt, "orderStatus": order.status,
+                "msg": self._msg(order)}
+        if order.kind == "pay":
+            body["psnAmt"] = order.amt
+        return ok(body)
+
+    def _new_order(self, kind: Literal["pay", "refund", "settle"], req: Business, amt: int,
+                   final: str, pending: str) -> Order:
+        order = Order(kind, req["orderId"], self._next_id("Q"), self._next_id("T"), amt,
+                      self._clock(), dict(req), final, pending, self.pending_queries)
+        (self.settlements if kind == "settle" else self.orders)[order.order_id] = order
+        return order
+
+    def _repeat(self, existing: Order, req: Business) -> Reply:
+        if existing.request != req:
+            return failure("订单号重复且请求内容不一致")
+        bodies = {"pay": self._pay_body, "refund": self._refund_body,
+                  "settle": self._settle_body}
+        return ok(bodies[existing.kind](existing))
+
+    def _pay_body(self, order: Order) -> Business:
+        return {"orderId": order.order_id, "queryId": order.query_id,
+                "orderTime": stamp(order.created_at), "accType": "02", "amt": order.amt,
+                "psnAmt": order.amt, "orderStatus": order.status, "msg": self._msg(order)}
+
+    def _refund_body(self, order: Order) -> Business:
+        assert order.pay is not None
+        return {"orderId": order.order_id, "queryId": order.query_id,
+                "origOrderId": order.pay.order_id, "orderTime": stamp(order.created_at),
+                "accType": "02", "amt": order.amt, "orderStatus": order.status,
+                "msg": self._msg(order)}
+
+    @staticmethod
+    def _msg(order: Order) -> str:
+        return _MSG.get(order.status, "处理中")
+
+    # --- statement (3.2.10) --------------------------------------------------------------
+
+    def _statement(self, req: Business, base_url: str) -> Reply:
+        if req["settleDate"] > self._clock().astimezone(CHINA_TZ).strftime("%Y%m%d"):
+            return failure("对账单尚未生成")
+        url = f"{base_url}/files/statement/{req['settleDate']}.zip"
+        return ok({"settleDate": req["settleDate"], "settleFileUrl": url})
+
+    def statement_orders(self, settle_date: str) -> list[Order]:
+        """The day's (China time) successful pay and refund orders, in creation order."""
+        with self.lock:
+            return [o for o in self.orders.values() if o.status in ("02", "12")
+                    and o.created_at.astimezone(CHINA_TZ).strftime("%Y%m%d") == settle_date]
+
+    # --- discharge settlement (3.2.5, 3.2.6, 3.2.8) ----------------------------------
+
+    def _deposits(self, query_ids: str) -> list[Order] | str:
+        by_query_id = {o.query_id: o for o in self.orders.values() if o.kind == "pay"}
+        deposits = []
+        for query_id in dict.fromkeys(query_ids.split(",")):
+            pay = by_query_id.get(query_id)
+            if pay is None or pay.status != "02":
+                return f"押金订单{query_id}不存在或未支付成功"[:60]
+            if pay.settled_by is not None:
+                return f"押金订单{query_id}已结算"[:60]
+            deposits.append(pay)
+        return deposits
+
+    def _trial(self, req: Business, base_url: str) -> Reply:
+        deposits = self._deposits(req["origPayQueryId"])
+        if isinstance(deposits, str):
+            return failure(deposits)
+        budget = _ext_budget(req.get("extParams"))
+        due = req["settleAmt"] - req["nonCreditPayAmt"] - budget
+        psn = sum(d.available for d in deposits)
+        self.trials[req["trialId"]] = dict(req)
+        return ok({"trialId": req["trialId"], "supplementAmt": max(0, due - psn),
+                   "refundAmt": max(0, psn - due), "psnAmt": psn, "budgetAmt": budget})
+
+    def _settle(self, req: Business, base_url: str) -> Reply:
+        self.receipts["settle:" + req["orderId"]] += 1
+        if req["orderId"] in self.settlements:
+            return self._repeat(self.settlements[req["orderId"]], req)
+        if req["trialId"] not in self.trials:
+            return failure("试算订单不存在，请先调用出院结算试算")
+        deposits = self._deposits(req["origPayQueryId"])
+        if isinstance(deposits, str):
+            return failure(deposits)
+        due = req["settleAmt"] - req["nonCreditPayAmt"] - req["budgetAmt"]
+        psn = sum(d.available for d in deposits)
+        if due > psn:
+            return failure("出院结算失败，消费金额大于支付金额", "5501")
+        order = self._new_order("settle", req, req["settleAmt"], "32", "31")
+        order.deposits = _allocate(deposits, max(due, 0))
+        order.figures = {"psnAmt": psn, "refundAmt": psn - max(due, 0)}
+        for pay in deposits:
+            pay.settled_by = order.order_id
+        return ok(self._settle_body(order))
+
+    def _settle_body(self, order: Order, query: bool = False) -> Business:
+        req = order.request
+        items = [{"orderId": pay.order_id, "queryId": pay.query_id,
+                  "orderTime": stamp(pay.created_at), "accType": "02",
+                  "amt": spent if query else pay.amt, "orderStatus": pay.status, "msg": "支付成功",
+                  **({"refundAmt": refund} if query else {})}
+                 for pay, spent, refund in order.deposits]
+        body = {"orderId": order.order_id, "queryId": order.query_id, "orderStatus": order.status,
+                "settleAmt": req["settleAmt"], "insureSettleAmt": req["budgetAmt"],
+                "supplementAmt": 0, "refundAmt": order.figures["refundAmt"],
+                "msg": _MSG.get(order.status, "结算中"), "orderList": items,
+                "miAmt": req["miAmt"], "budgetAmt": req["budgetAmt"], "grAmt": req["grAmt"]}
+        if not query:
+            body["psnAmt"] = order.figures["psnAmt"]
+        return body
+
+    def _settle_query(self, req: Business, base_url: str) -> Reply:
+        if req["type"] != "01":
+            return failure("结算撤销(HOS00015)已废止，无此订单")
+        order = self.settlements.get(req["orderId"])
+        if order is None:
+            return failure("结算订单不存在")
+        order.queried()
+        return ok(self._settle_body(order, query=True))
+
+    # --- claim cases (3.2.11 - 3.2.19) ---------------------------------------------------
+
+    def _upload_for(self, trans_code: str) -> Callable[[Business, str], Reply]:
+        def upload(req: Business, base_url: str) -> Reply:
+            serial = req["treatmentSerialNo"]
+            case = self.cases.setdefault(serial, ClaimCase(serial))
+            if case.node not in _OPEN_NODES:
+                return failure(f"案件当前环节{case.node}不接受资料上传")
+            case.uploads[trans_code] += 1
+            case.node = max(case.node, UPLOAD_NODES[trans_code], key=int)
+            case.id_no = req.get("idNo") or req.get("documentsNo") or req.get("certno") \
+                or case.id_no
+            return ok()
+
+        return upload
+
+    def _submit_case(self, req: Business, base_url: str) -> Reply:
+        case = self.cases.get(req["treatmentSerialNo"])
+        if case is None or case.node == "9":
+            return failure("案件不存在或已撤销")
+        if req["status"] != "1" or case.submitted:
+            return ok()  # "2" = uploads not finished: noted, nothing moves
+        if case.node != "2":
+            return failure("费用信息未上传，不能申请理赔")
+        case.submitted, case.node = True, "3"
+        return ok()
+
+    def _cancel_case(self, req: Business, base_url: str) -> Reply:
+        case = self.cases.get(req["treatmentSerialNo"])
+        if case is None:
+            return failure("案件不存在")
+        if case.node in ("4", "11", "12"):
+            return failure("案件已结算，不能撤销")
+        case.node = "9"
+        return ok()
+
+    def _case_status(self, req: Business, base_url: str) -> Reply:
+        case = self.cases.get(req["treatmentSerialNo"])
+        insurer = self.insurer
+        return ok({"treatmentSerialNo": req["treatmentSerialNo"],
+                   "claimNode": "0" if case is None else case.node,
+                   "insuranceId": insurer.insurance_id, "insuranceName": insurer.insurance_name,
+                   "claimType": insurer.claim_type})
+
+    def set_case_node(self, serial: str, node: str) -> ClaimCase:
+        """The insurer's side moves a case on (e.g. to 4, settled): an admin action."""
+        with self.lock:
+            case = self.cases.setdefault(serial, ClaimCase(serial))
+            case.node = node
+            return case
+
+
+def _allocate(deposits: list[Order], due: int) -> list[tuple[Order, int, int]]:
+    # The stay's spend is taken from the latest deposit backwards, so what is refunded goes
+    # back to the earliest deposits (as in the shared HOS00016 example).
+    allocated = []
+    for pay in reversed(deposits):
+        spent = min(pay.available, due)
+        due -= spent
+        allocated.append((pay, spent, pay.available - spent))
+    return list(reversed(allocated))
+
+
+def _ext_budget(ext_params: str | None) -> int:
+    """HOST0014's insurer estimate: extParams {"budgetAmt": fen}, else 0 (no insurer)."""
+    try:
+        value = json.loads(ext_params or "{}").get("budgetAmt", 0)
+    except (ValueError, AttributeError):
+        return 0
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
