@@ -254,3 +254,9 @@ def test_per_transcode_url_override() -> None:
     )
     client.call("HOS00001", QUERY.request)
     assert seen == ["http://127.0.0.1:9/sign"]
+
+
+def test_the_reply_lists_every_attempt_including_the_successful_one() -> None:
+    platform = FakePlatform([signed("4008", "dup"), signed("0000", "ok", PAY.response)])
+    reply = client_for(platform).call("HOS00003", PAY.request)
+    assert [a.outcome for a in reply.attempts] == ["retry_safe", "succeeded"]

@@ -14,7 +14,9 @@ from worker.settings import SANDBOX_SECRET
 BUSINESS = {"orderId": "ORD20261125000001", "amt": 12345, "userName": "测试"}
 
 
-def kit(*args: str, stdin: str | bytes, secret: str = SANDBOX_SECRET) -> subprocess.CompletedProcess:
+def kit(
+    *args: str, stdin: str | bytes, secret: str = SANDBOX_SECRET
+) -> subprocess.CompletedProcess:
     env = {**os.environ, "HUIMIN_PLATFORM_SECRET": secret, "HUIMIN_PLATFORM_ID": "HOSP0001"}
     data = stdin.encode() if isinstance(stdin, str) else stdin
     return subprocess.run([sys.executable, "-m", "worker.cli", "envelope", *args], input=data,

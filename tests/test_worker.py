@@ -329,3 +329,15 @@ def test_exhausted_retries_dead_letter_and_fail(
         letters = _wait_dead_letters(his, 1)
     assert result.routing_key == "patient.posted.failed"
     assert letters[0].headers[H_REASON] == "retries_exhausted"
+
+
+def test_an_event_whose_type_is_not_its_routing_key_is_refused(
+    backend: Backend, simulator: SimulatorHandle, his: HisSide
+) -> None:
+    mislabelled = event("claim-case.status.requested", example("HOS00029"))
+    with running(start_worker(backend, backend.settings(simulator.base_url + "/api"))):
+        his.publish(mislabelled, routing_key="claim-case.cancelled")
+        result = one_result(his)
+    assert result.routing_key == "claim-case.status.requested.failed"
+    assert "routing key" in result.body["errors"][0]["message"]
+    assert simulator.stats() == {}

@@ -20,7 +20,7 @@ from __future__ import annotations
 import ssl
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -222,7 +222,7 @@ class _Call:
             self._finish(handle, attempt, started, exc)
             raise
         self._finish(handle, attempt, started, None, reply)
-        return reply
+        return replace(reply, attempts=tuple(self.attempts))  # now including this attempt
 
     def _exchange(self, attempt: Attempt) -> PlatformReply:
         client = self.client

@@ -162,7 +162,10 @@ class Engine:
             self._turn()
 
     def _turn(self) -> None:
-        self.transport.poll(0.005 if self._busy or self._groups else 0.05)
+        # Short polls while anything is in progress: a handler finishing cannot interrupt a
+        # blocking poll, so the poll timeout bounds how long its result waits to be published.
+        busy = self._busy or self._groups or self._inbox
+        self.transport.poll(0.001 if busy else 0.05)
         self._settle_confirms()
         self._dispatch()
         self._carry_out_finished()

@@ -106,6 +106,7 @@ class Processor:
     def _handle(self, delivery: Delivery) -> Disposition:
         try:
             event = ev.parse_event(delivery.body)
+            _check_routing(event, delivery)
             prepared = ev.prepare(
                 event, hospital_id=self.settings.hospital_id, city_code=self.settings.city_code
             )
@@ -334,6 +335,15 @@ def _prepend(message: Outgoing, disposition: Disposition, label: str) -> Disposi
         (message, *disposition.messages), on_confirmed=disposition.on_confirmed,
         event_id=disposition.event_id, event_type=disposition.event_type, label=label,
     )  # fmt: skip
+
+
+def _check_routing(event: ev.Event, delivery: Delivery) -> None:
+    """The body's type must be the routing key it was published with: otherwise a payment
+    could travel on the claims queue, or one transaction be run for another."""
+    routed = delivery.headers.get(H_ROUTING_KEY) or delivery.routing_key
+    if routed != event.type:
+        message = f"event type {event.type!r} was published with routing key {routed!r}"
+        raise InvalidEvent(message, (FieldError("type", message),))
 
 
 def _int_header(headers: Any, name: str) -> int:

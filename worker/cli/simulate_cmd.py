@@ -60,13 +60,13 @@ def _register_notify(actions: Any) -> None:
 def simulate_command(args: argparse.Namespace, settings: Settings) -> int:
     from ..simulator import faults, server, state
 
-    configure_logging(settings)
     try:
         rules, seed = faults.parse_plan(_read_json(args.faults)) if args.faults else ([], None)
         patients, default = (state.parse_patients(_read_json(args.patients)) if args.patients
                              else (None, "unsigned"))
     except (OSError, ValueError) as exc:
         return _fail(f"cannot load the simulator configuration: {exc}", code=2)
+    configure_logging(settings)
     if args.host not in ("127.0.0.1", "localhost", "::1") and _is_sandbox(settings):
         print("huimin-worker: warning: serving the public sandbox key on a non-loopback "
               "address", file=sys.stderr)

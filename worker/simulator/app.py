@@ -208,7 +208,12 @@ class SimulatorApp:
             return failure(f"交易码{opened.trans_code}不存在或已废止")
         except ValidationFailed as exc:
             return failure(short_msg(_field_problem(exc)))
-        return self.state.handle(opened.trans_code, registry.to_wire(model), base_url=base_url)
+        try:
+            return self.state.handle(opened.trans_code, registry.to_wire(model),
+                                     base_url=base_url)
+        except Exception:  # a simulator bug: answer as the platform would, and say so loudly
+            logger.exception("the simulator failed on %s", opened.trans_code)
+            return failure("未知错误", "9999")
 
     def _unprocessed(self, trans_code: str, decision: Decision) -> Answer | None:
         kind = decision.kind

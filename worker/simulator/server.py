@@ -307,7 +307,7 @@ def serving_in_thread(app: Any, *, startup_timeout_s: float = 10.0,
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="on",
+    config = uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="auto",
                             timeout_graceful_shutdown=2, log_config=None)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]},

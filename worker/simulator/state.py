@@ -64,6 +64,7 @@ class Patient:
     name: str = "测试"
     sign_token: str = ""  # derived from the idNo when not given
     credit_limit: int | None = None  # fen; a payment above it fails with orderStatus 03
+    signed_at: datetime | None = None  # None: signed before the simulator started
 
     def __post_init__(self) -> None:
         if not self.sign_token:
@@ -181,6 +182,8 @@ class PlatformState:
         self.pending_queries = pending_queries
         self.insurer = insurer or Insurer()
         self._serial = 0  # survives reset: a queryId is never reused by one simulator
+        self.started_at = clock()
+        self._dispatch = self._handlers()
         self.reset()
 
     def receipts_of(self, order: Order) -> int:
@@ -202,7 +205,7 @@ class PlatformState:
 
     def handle(self, trans_code: str, business: Business, *, base_url: str = "") -> Reply:
         """Process one validated business request."""
-        handler = self._handlers().get(trans_code)
+        handler = self._dispatch.get(trans_code)
         if handler is None:
             return failure(f"交易码{trans_code}不支持")
         with self.lock:
@@ -235,6 +238,8 @@ class PlatformState:
     def set_patient_status(self, id_no: str, status: PatientStatus) -> Patient:
         with self.lock:
             patient = self.patient(id_no)
+            if status == "signed" and patient.status != "signed":
+                patient.signed_at = self._clock()
             patient.status = status
             return patient
 
@@ -258,7 +263,8 @@ class PlatformState:
             forward = self._sign_url(req, base_url).business or {}
             return ok({"signStatus": "0", "forwardUrl": forward["forwardUrl"]})
         return ok({"signStatus": "1", "signToken": patient.sign_token,
-                   "signDate": stamp(self._clock()), "creditPay": "01", "insutype": "310"})
+                   "signDate": stamp(patient.signed_at or self.started_at), "creditPay": "01",
+                   "insutype": "310"})
 
     # --- pay, refund, query (3.2.3, 3.2.4, 3.2.9) ---------------------------------------
 

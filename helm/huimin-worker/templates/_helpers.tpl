@@ -1,0 +1,140 @@
+{{/*
+Chart name, truncated to the 63 characters a DNS label allows.
+*/}}
+{{- define "huimin-worker.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Fully qualified app name: <release>-<chart>, or the release name when it already contains the
+chart name. Truncated to 63 characters.
+*/}}
+{{- define "huimin-worker.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Chart name and version, for the helm.sh/chart label.
+*/}}
+{{- define "huimin-worker.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Labels of every resource.
+*/}}
+{{- define "huimin-worker.labels" -}}
+helm.sh/chart: {{ include "huimin-worker.chart" . }}
+{{ include "huimin-worker.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: huimin
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/*
+Selector labels of the worker (the simulator adds its own component label).
+*/}}
+{{- define "huimin-worker.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "huimin-worker.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/*
+The ServiceAccount the pods run as.
+*/}}
+{{- define "huimin-worker.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "huimin-worker.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+The Secret holding the HUIMIN_* secret settings: existingSecret, or the chart's own.
+*/}}
+{{- define "huimin-worker.secretName" -}}
+{{- if .Values.existingSecret }}
+{{- .Values.existingSecret }}
+{{- else }}
+{{- include "huimin-worker.fullname" . }}
+{{- end }}
+{{- end }}
+
+{{/*
+The container image reference: repository@digest, or repository:tag (default appVersion).
+*/}}
+{{- define "huimin-worker.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/*
+The simulator's resource name and its in-cluster platform URL.
+*/}}
+{{- define "huimin-worker.simulatorName" -}}
+{{- printf "%s-simulator" (include "huimin-worker.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "huimin-worker.platformUrl" -}}
+{{- if .Values.config.platformUrl }}
+{{- .Values.config.platformUrl }}
+{{- else if .Values.simulator.enabled }}
+{{- printf "http://%s.%s.svc:%d/api" (include "huimin-worker.simulatorName" .) .Release.Namespace (int .Values.simulator.port) }}
+{{- end }}
+{{- end }}
+
+{{/*
+The pod's termination grace period: terminationGracePeriodSeconds, or the shutdown deadline
+plus 15 s. It must exceed HUIMIN_SHUTDOWN_DEADLINE_S, else SIGKILL cuts the drain short.
+*/}}
+{{- define "huimin-worker.terminationGracePeriodSeconds" -}}
+{{- $deadline := int (ceil (float64 .Values.config.shutdownDeadlineS)) }}
+{{- if .Values.terminationGracePeriodSeconds }}
+{{- $grace := int .Values.terminationGracePeriodSeconds }}
+{{- if le (float64 $grace) (float64 .Values.config.shutdownDeadlineS) }}
+{{- fail (printf "terminationGracePeriodSeconds (%d) must be greater than config.shutdownDeadlineS (%v): Kubernetes would kill the worker before it drains" $grace .Values.config.shutdownDeadlineS) }}
+{{- end }}
+{{- $grace }}
+{{- else }}
+{{- add $deadline 15 }}
+{{- end }}
+{{- end }}
+
+{{/*
+Refuse settings that cannot work. Included by the Deployment template.
+*/}}
+{{- define "huimin-worker.validate" -}}
+{{- $replicas := int .Values.replicaCount }}
+{{- if and (gt $replicas 1) (not .Values.existingSecret) }}
+{{- $ledger := .Values.secrets.ledgerUrl | default "sqlite:///huimin-ledger.db" }}
+{{- $scheme := lower (regexReplaceAll ":.*$" $ledger "") }}
+{{- if not (has $scheme (list "postgresql" "postgres")) }}
+{{- fail (printf "replicaCount=%d needs a shared PostgreSQL ledger: set secrets.ledgerUrl=postgresql://user:password@host:5432/db (the ledger %q is SQLite, private to one pod)" $replicas (regexReplaceAll "://[^@/]*@" $ledger "://***@")) }}
+{{- end }}
+{{- end }}
+{{- if and (gt $replicas 1) .Values.persistence.enabled }}
+{{- fail (printf "replicaCount=%d with persistence.enabled=true: the volume holds a single-replica SQLite ledger; use a PostgreSQL ledger and set persistence.enabled=false" $replicas) }}
+{{- end }}
+{{- if and (gt $replicas 1) .Values.config.workerName }}
+{{- fail (printf "replicaCount=%d with config.workerName=%q: every replica would hold leases under the same name; leave workerName empty (the pod name is used)" $replicas .Values.config.workerName) }}
+{{- end }}
+{{- if and .Values.simulator.enabled (not .Values.existingSecret) (not .Values.secrets.platformSecret) }}
+{{- fail "simulator.enabled needs secrets.platformSecret (any 16+ ASCII characters): the worker refuses the public sandbox key on a non-loopback platform URL" }}
+{{- end }}
+{{- end }}
