@@ -456,3 +456,28 @@ def test_unopenable_sqlite_file_is_ledger_unavailable(tmp_path) -> None:
 def test_unusable_urls_are_configuration_errors(url: str) -> None:
     with pytest.raises(ConfigurationError):
         open_ledger(url)
+
+
+def test_an_attempt_puts_its_event_in_flight_or_reconciling(ledger: Ledger) -> None:
+    ledger.begin_event(event("e-state"))
+    ledger.start_attempt("e-state", "HOS00003", "SEQSTATE0001", "call", at(1))
+    assert ledger.get_event("e-state").state is EventState.IN_FLIGHT
+    ledger.start_attempt("e-state", "HOS00012", "SEQSTATE0002", "status_query", at(2))
+    assert ledger.get_event("e-state").state is EventState.RECONCILING
+
+
+def test_completion_adds_keys_and_releases_the_lease_in_one_step(ledger: Ledger) -> None:
+    ledger.begin_event(event("e-done"))
+    assert ledger.try_lease("e-done", "w1", at(60), at(0))
+    ledger.complete_event("e-done", "succeeded", {"ok": True}, at(1),
+                          keys={"queryId": "Q-DONE-1"}, release_owner="w1")  # fmt: skip
+    assert [r.event_id for r in ledger.find_events("Q-DONE-1")] == ["e-done"]
+    assert ledger.get_event("e-done").lease_owner is None
+
+
+def test_marking_a_result_published_can_journal_it(ledger: Ledger) -> None:
+    ledger.begin_event(event("e-pub"))
+    ledger.complete_event("e-pub", "succeeded", {"ok": True}, at(1))
+    ledger.mark_result_published("e-pub", at(2), journal={"resultId": "res-1"})
+    entries = [(e.kind, e.detail) for e in ledger.journal("e-pub")]
+    assert ("result_published", {"resultId": "res-1"}) in entries

@@ -189,7 +189,6 @@ class Processor:
         return self._plain_call(ctx)
 
     def _plain_call(self, ctx: Context) -> Disposition:
-        self.ledger.set_state(ctx.event_id, EventState.IN_FLIGHT, self.clock())
         try:
             reply = self.client.call(ctx.prepared.trans_code, ctx.prepared.business,
                                      recorder=self._recorder(ctx, "call"))  # fmt: skip
@@ -197,7 +196,6 @@ class Processor:
             return self._rejected(ctx, exc)
         except (RetryLater, OutcomeUnknown) as exc:
             return self._retry_or_give_up(ctx, exc)
-        self.ledger.add_keys(ctx.event_id, ev.trace_keys(reply.data))
         return self._finish(ctx, Outcome.SUCCEEDED, rt_code=reply.rt_code, rt_msg=reply.rt_msg,
                             data=reply.data)  # fmt: skip
 
@@ -213,7 +211,7 @@ class Processor:
                                 data=step.data)  # fmt: skip
         if step.give_up is not None:
             return self._retry_or_give_up(ctx, step.give_up)
-        return self._retry(ctx, step.reason)
+        return self._retry(ctx, step.reason, EventState.RECONCILING)
 
     def _recorder(self, ctx: Context, purpose: str) -> LedgerRecorder:
         return LedgerRecorder(self.ledger, ctx.event_id, purpose, self.clock)
@@ -232,11 +230,13 @@ class Processor:
     def _call_attempts(self, event_id: str) -> int:
         return sum(1 for a in self.ledger.attempts(event_id) if a.purpose == "call")
 
-    def _retry(self, ctx: Context, why: str) -> Disposition:
+    def _retry(
+        self, ctx: Context, why: str, state: EventState = EventState.WAITING
+    ) -> Disposition:
         work_class = ctx.prepared.event.event_type.work_class
         step = self.topology.retry_step(work_class, ctx.retry + 1, self.rng)
         now = self.clock()
-        self.ledger.set_state(ctx.event_id, EventState.WAITING, now)
+        self.ledger.set_state(ctx.event_id, state, now)
         self.ledger.record(ctx.event_id, "retry_scheduled",
                            {"retry": ctx.retry + 1, "queue": step.queue, "why": why}, now)
         self.ledger.release_lease(ctx.event_id, self.owner)
@@ -309,9 +309,10 @@ class Processor:
             outcome=outcome, at=now, attempts=len(self.ledger.attempts(ctx.event_id)),
             rt_code=rt_code, rt_msg=rt_msg, data=data, errors=errors,
         )  # fmt: skip
-        stored = self.ledger.complete_event(ctx.event_id, outcome.value,
-                                            result.model_dump(mode="json"), now)
-        self.ledger.release_lease(ctx.event_id, self.owner)
+        stored = self.ledger.complete_event(
+            ctx.event_id, outcome.value, result.model_dump(mode="json"), now,
+            keys=ev.trace_keys(data) if data else None, release_owner=self.owner,
+        )  # fmt: skip
         final = Result.model_validate(stored.result)
         return self._publish_result(ctx.event_id, final, final.outcome.value)
 
@@ -322,9 +323,8 @@ class Processor:
         )  # fmt: skip
 
         def published() -> None:
-            at = self.clock()
-            self.ledger.mark_result_published(event_id, at)
-            self.ledger.record(event_id, "result_published", {"resultId": result.resultId}, at)
+            self.ledger.mark_result_published(event_id, self.clock(),
+                                              journal={"resultId": result.resultId})
 
         return Disposition((message,), on_confirmed=published, event_id=event_id,
                            event_type=result.type, label=label)  # fmt: skip

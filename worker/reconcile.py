@@ -22,7 +22,7 @@ from . import events as ev
 from .client import Attempt, PlatformClient, PlatformReply
 from .clock import Clock
 from .errors import HuiminError, OutcomeUnknown, PlatformRejected, RetryLater
-from .ledger.base import AttemptRecord, EventState, Ledger
+from .ledger.base import AttemptRecord, Ledger
 from .models import registry
 from .outcomes import OrderState, judge_order_status
 from .results import Outcome
@@ -90,26 +90,19 @@ class MoneyCall:
     def _recorder(self, purpose: str) -> LedgerRecorder:
         return LedgerRecorder(self.ledger, self.event_id, purpose, self.clock)
 
-    def _state(self, state: EventState) -> None:
-        self.ledger.set_state(self.event_id, state, self.clock())
-
     def _send(self) -> Step:
-        self._state(EventState.IN_FLIGHT)
         try:
             reply = self.client.call(self.prepared.trans_code, self.prepared.business,
                                      recorder=self._recorder("call"))  # fmt: skip
         except PlatformRejected as exc:
             return Step(Outcome.FAILED, exc.rt_code, exc.rt_msg, exc.data)
         except OutcomeUnknown as exc:
-            self._state(EventState.RECONCILING)
             return Step(reason=f"outcome unknown: {exc}")
         except RetryLater as exc:
-            self._state(EventState.WAITING)
             return Step(reason=str(exc), give_up=exc)
         return self._judge(reply)
 
     def _query(self) -> Step:
-        self._state(EventState.RECONCILING)
         code = self.transaction.status_query
         assert code is not None, "every money call has a status query"
         try:
@@ -136,14 +129,13 @@ class MoneyCall:
         return query
 
     def _judge(self, reply: PlatformReply) -> Step:
-        self.ledger.add_keys(self.event_id, ev.trace_keys(reply.data))
         status = reply.data.get("orderStatus")
         state = judge_order_status(status if isinstance(status, str) else None)
         if state is OrderState.SUCCEEDED:
             return Step(Outcome.SUCCEEDED, reply.rt_code, reply.rt_msg, reply.data)
         if state is OrderState.FAILED:
             return Step(Outcome.FAILED, reply.rt_code, reply.rt_msg, reply.data)
-        self._state(EventState.RECONCILING)
+        self.ledger.add_keys(self.event_id, ev.trace_keys(reply.data))  # e.g. queryId, for trace
         return Step(rt_code=reply.rt_code, rt_msg=reply.rt_msg, data=reply.data,
                     reason=f"orderStatus {status!r} is not final")  # fmt: skip
 

@@ -237,17 +237,28 @@ class PostgresLedger:
                 self._must_get(cur, event_id)  # completed: left alone; unknown: say so
 
     def complete_event(
-        self, event_id: str, outcome: str, result: dict, at: datetime
-    ) -> EventRecord:
+        self, event_id: str, outcome: str, result: dict, at: datetime, *,
+        keys: Mapping[str, str] | None = None, release_owner: str | None = None,
+    ) -> EventRecord:  # fmt: skip
         with self._tx() as cur:
             cur.execute(SQL.complete, (outcome, Jsonb(result), utc(at), event_id))
-            return self._must_get(cur, event_id)
+            record = self._must_get(cur, event_id)
+            if keys:
+                _insert_keys(cur, event_id, [(k, v) for k, v in keys.items() if v])
+            if release_owner is not None:
+                cur.execute(SQL.release, (event_id, release_owner))
+            return record
 
-    def mark_result_published(self, event_id: str, at: datetime) -> None:
+    def mark_result_published(
+        self, event_id: str, at: datetime, *, journal: dict | None = None
+    ) -> None:
         with self._tx() as cur:
             if not cur.execute(SQL.mark_published, (utc(at), event_id)).rowcount:
                 if self._must_get(cur, event_id).state is not EventState.COMPLETED:
                     raise ValueError(f"event {event_id} has no result to publish yet")
+            if journal is not None:
+                cur.execute(SQL.insert_journal,
+                            (event_id, utc(at), "result_published", Jsonb(journal)))
 
     # -- attempts ---------------------------------------------------------------------
 
@@ -261,13 +272,16 @@ class PostgresLedger:
     ) -> int:
         # Committed when this returns (synchronous_commit=on): record before sending.
         params = (event_id, trans_code, platform_seq_id, purpose, utc(at))
+        state = EventState.IN_FLIGHT if purpose == "call" else EventState.RECONCILING
         with self._tx() as cur:
             self._must_get(cur, event_id)
             try:
                 cur.execute(SQL.insert_attempt + " RETURNING attempt_id", params)
             except psycopg.errors.UniqueViolation as exc:
                 raise DuplicateSeqId(f"platformSeqId {platform_seq_id} already used") from exc
-            return int(_one(cur)["attempt_id"])
+            attempt_id = int(_one(cur)["attempt_id"])
+            cur.execute(SQL.set_state, (state.value, utc(at), event_id))
+            return attempt_id
 
     def finish_attempt(
         self,

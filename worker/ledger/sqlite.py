@@ -231,17 +231,28 @@ class SqliteLedger:
                 self._must_get(db, event_id)  # completed: left alone; unknown: say so
 
     def complete_event(
-        self, event_id: str, outcome: str, result: dict, at: datetime
-    ) -> EventRecord:
+        self, event_id: str, outcome: str, result: dict, at: datetime, *,
+        keys: Mapping[str, str] | None = None, release_owner: str | None = None,
+    ) -> EventRecord:  # fmt: skip
         with self._write() as db:
             db.execute(SQL.complete, (outcome, _json(result), _time(at), event_id))
-            return self._must_get(db, event_id)
+            record = self._must_get(db, event_id)
+            if keys:
+                _insert_keys(db, event_id, [(k, v) for k, v in keys.items() if v])
+            if release_owner is not None:
+                db.execute(SQL.release, (event_id, release_owner))
+            return record
 
-    def mark_result_published(self, event_id: str, at: datetime) -> None:
+    def mark_result_published(
+        self, event_id: str, at: datetime, *, journal: dict | None = None
+    ) -> None:
         with self._write() as db:
             if not db.execute(SQL.mark_published, (_time(at), event_id)).rowcount:
                 if self._must_get(db, event_id).state is not EventState.COMPLETED:
                     raise ValueError(f"event {event_id} has no result to publish yet")
+            if journal is not None:
+                db.execute(SQL.insert_journal,
+                           (event_id, _time(at), "result_published", _json(journal)))
 
     # -- attempts ---------------------------------------------------------------------
 
@@ -255,12 +266,14 @@ class SqliteLedger:
     ) -> int:
         # Committed and fsynced (synchronous=FULL) when this returns: record before sending.
         params = (event_id, trans_code, platform_seq_id, purpose, _time(at))
+        state = _attempt_state(purpose)
         with self._write(durable=True) as db:
             self._must_get(db, event_id)
             try:
                 cursor = db.execute(SQL.insert_attempt, params)
             except sqlite3.IntegrityError as exc:
                 raise DuplicateSeqId(f"platformSeqId {platform_seq_id} already used") from exc
+            db.execute(SQL.set_state, (state.value, _time(at), event_id))
             return int(cursor.lastrowid or 0)
 
     def finish_attempt(
@@ -348,6 +361,11 @@ class SqliteLedger:
 
 
 _MS = timedelta(milliseconds=1)
+
+
+def _attempt_state(purpose: AttemptPurpose) -> EventState:
+    """The state an attempt puts its event in: a call in flight, or a reconciliation."""
+    return EventState.IN_FLIGHT if purpose == "call" else EventState.RECONCILING
 
 
 def _insert_keys(db: sqlite3.Connection, event_id: str, pairs: list[tuple[str, str]]) -> None:
