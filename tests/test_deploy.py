@@ -47,6 +47,7 @@ EXCLUDED: dict[str, str] = {}
 DEFAULT_DIFFERENCES: dict[str, str] = {
     "ledger_url": "the SQLite file lives on the chart's data volume (/var/lib/huimin), not in "
     "a relative path on the read-only root file system",
+    "report_dir": "statement reports are kept on the chart's data volume, like the ledger",
 }
 
 #: values blocks whose children are Kubernetes objects documented by their parent's comment.

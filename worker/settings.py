@@ -84,9 +84,21 @@ class Settings(BaseSettings):
     worker_name: str = Field("", description="Replica name in leases and logs; default host:pid.")
 
     # --- operations ---------------------------------------------------------------------------
-    metrics_port: int = Field(9464, ge=0, le=65535, description="/metrics, /healthz, /readyz.")
+    metrics_port: int = Field(
+        9464, ge=0, le=65535, description="/metrics, /healthz, /readyz; 0 turns them off."
+    )
+    metrics_host: str = Field("0.0.0.0", description="Address the metrics server binds.")
     log_level: str = Field("INFO", description="Python logging level.")
     log_format: Literal["json", "text"] = Field("json", description="json lines or text.")
+    statement_enabled: bool = Field(True, description="Reconcile yesterday's statement daily.")
+    statement_after: str = Field(
+        "13:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$",
+        description="China time after which yesterday's statement is fetched (HH:MM).",
+    )
+    report_dir: Path = Field(Path("reports"), description="Where statement CSV reports go.")
+    replay_rate_per_s: float = Field(
+        10.0, gt=0, description="Default rate limit of `huimin-worker dlq replay`."
+    )
 
     @field_validator("platform_secret")
     @classmethod
