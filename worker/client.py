@@ -111,10 +111,18 @@ def build_transport(settings: Settings) -> httpx.HTTPTransport:
     """The production transport: TLS verification on unless explicitly disabled."""
     verify: ssl.SSLContext | bool = settings.tls_verify
     if settings.tls_verify:
-        verify = ssl.create_default_context(cafile=settings.tls_ca_bundle)
-        if settings.tls_client_cert:
-            verify.load_cert_chain(settings.tls_client_cert, settings.tls_client_key)
+        verify = _tls_context(settings)
     return httpx.HTTPTransport(verify=verify, retries=0)
+
+
+def _tls_context(settings: Settings) -> ssl.SSLContext:
+    try:
+        context = ssl.create_default_context(cafile=settings.tls_ca_bundle)
+        if settings.tls_client_cert:
+            context.load_cert_chain(settings.tls_client_cert, settings.tls_client_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigurationError(f"TLS files unusable (HUIMIN_TLS_*): {exc}") from exc
+    return context
 
 
 class PlatformClient:

@@ -1,0 +1,68 @@
+"""Settings: HUIMIN_* variables, secrets kept secret, the sandbox key kept off the live platform."""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from worker.client import build_transport
+from worker.errors import ConfigurationError
+from worker.settings import SANDBOX_SECRET, Settings
+
+LIVE_SECRET = "A1B2C3D4E5F6A7B8C9D0E1F2A3B4C5D6"
+
+
+def test_settings_come_from_huimin_environment_variables(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("HUIMIN_CONCURRENCY", "32")
+    monkeypatch.setenv("HUIMIN_RETRY_DELAYS_S", "[2, 10]")
+    monkeypatch.setenv("HUIMIN_SIGN_SCHEME", "hmac-sm3")
+    settings = Settings()
+    assert (settings.concurrency, settings.retry_delays_s, settings.sign_scheme) == (
+        32, [2, 10], "hmac-sm3")
+
+
+def test_secrets_never_show_in_a_repr() -> None:
+    settings = Settings(platform_secret=LIVE_SECRET,
+                        broker_url="amqp://huimin:s3cr3t-pass@mq:5672/his")  # fmt: skip
+    text = repr(settings) + str(settings)
+    assert LIVE_SECRET not in text and "s3cr3t-pass" not in text
+
+
+def test_the_sandbox_key_is_refused_for_a_platform_off_loopback() -> None:
+    with pytest.raises(ValidationError, match="sandbox key"):
+        Settings(platform_url="https://platform.example.cn/api")
+    with pytest.raises(ValidationError, match="sandbox key"):
+        Settings(platform_urls={"HOS00028": "https://images.example.cn/upload"})
+    Settings(platform_url="https://platform.example.cn/api", platform_secret=LIVE_SECRET)
+    assert Settings().platform_secret.get_secret_value() == SANDBOX_SECRET
+
+
+@pytest.mark.parametrize("secret", ["short", "测试测试测试测试测试测试测试测试"])
+def test_a_secret_that_cannot_key_sm4_is_refused(secret: str) -> None:
+    with pytest.raises(ValidationError, match="16 ASCII"):
+        Settings(platform_secret=secret)
+
+
+def test_unknown_sign_scheme_is_refused() -> None:
+    with pytest.raises(ValidationError):
+        Settings(sign_scheme="md5")
+
+
+def test_per_transcode_urls_override_the_endpoint() -> None:
+    settings = Settings(platform_urls={"HOS00028": "http://127.0.0.1:9000/img"})
+    assert settings.url_for("HOS00028") == "http://127.0.0.1:9000/img"
+    assert settings.url_for("HOS00003") == settings.platform_url
+
+
+def test_tls_verification_is_on_and_takes_a_ca_bundle(tmp_path: Path) -> None:
+    transport = build_transport(Settings())
+    pool = transport._pool  # httpcore's pool holds the SSL context it will use
+    assert pool._ssl_context.verify_mode is ssl.CERT_REQUIRED
+    missing = tmp_path / "missing-ca.pem"
+    with pytest.raises(ConfigurationError, match="HUIMIN_TLS"):
+        build_transport(Settings(tls_ca_bundle=missing))
