@@ -75,6 +75,7 @@ class _Finished:
     disposition: Disposition | None
     seconds: float
     error: BaseException | None = None
+    aux: bool = False
 
 
 @dataclass
@@ -104,12 +105,16 @@ class Engine:
         self.config = config
         self.observer = observer or _NoObserver()
         self.pool = ThreadPoolExecutor(config.concurrency, thread_name_prefix="huimin-handler")
+        # Bookkeeping (after-confirm steps, the sweeper) runs on its own small pool, so it
+        # never queues behind slow platform calls nor takes a handler's slot.
+        self.aux_pool = ThreadPoolExecutor(2, thread_name_prefix="huimin-aux")
         self.stop_requested = threading.Event()
         self.ready = threading.Event()  # connected, declared and consuming
         self._generation = 0
         self._inbox: deque[Delivery] = deque()
         self._finished: queue.Queue[_Finished] = queue.Queue()
-        self._busy = 0
+        self._busy = 0  # handler jobs in the pool: at most `concurrency`
+        self._aux_busy = 0  # bookkeeping jobs in the aux pool
         self._groups: dict[int, _Group] = {}
         self._confirms: list[tuple[int, bool, bool]] = []
         self._callbacks: list[Callable[[], None]] = []  # on_confirmed, run in one pool job
@@ -165,7 +170,7 @@ class Engine:
     def _turn(self) -> None:
         # Short polls while anything is in progress: a handler finishing cannot interrupt a
         # blocking poll, so the poll timeout bounds how long its result waits to be published.
-        busy = self._busy or self._groups or self._inbox
+        busy = self._busy or self._aux_busy or self._groups or self._inbox
         self.transport.poll(0.001 if busy else 0.05)
         self._settle_confirms()
         self._dispatch()
@@ -181,18 +186,21 @@ class Engine:
 
     def _submit(self, delivery: Delivery | None, job: Job) -> None:
         self._busy += 1
-        generation = self._generation
-        self.pool.submit(self._run_job, generation, delivery, job)
+        self.pool.submit(self._run_job, self._generation, delivery, job, False)
 
-    def _run_job(self, generation: int, delivery: Delivery | None, job: Job) -> None:
+    def _submit_aux(self, job: Job) -> None:
+        self._aux_busy += 1
+        self.aux_pool.submit(self._run_job, self._generation, None, job, True)
+
+    def _run_job(self, generation: int, delivery: Delivery | None, job: Job, aux: bool) -> None:
         started = time.perf_counter()
         try:
             disposition = job()
             self._finished.put(_Finished(generation, delivery, disposition,
-                                         time.perf_counter() - started))  # fmt: skip
+                                         time.perf_counter() - started, aux=aux))  # fmt: skip
         except BaseException as exc:  # noqa: BLE001 - a handler bug must not kill the engine
             log.exception("handler failed")
-            self._finished.put(_Finished(generation, delivery, None, 0.0, exc))
+            self._finished.put(_Finished(generation, delivery, None, 0.0, exc, aux=aux))
 
     def _carry_out_finished(self) -> None:
         while True:
@@ -200,7 +208,10 @@ class Engine:
                 finished = self._finished.get_nowait()
             except queue.Empty:
                 return
-            self._busy -= 1
+            if finished.aux:
+                self._aux_busy -= 1
+            else:
+                self._busy -= 1
             if finished.generation == self._generation:
                 self._carry_out(finished)
 
@@ -258,7 +269,7 @@ class Engine:
         """One pool job for all the confirms of this turn: fewer thread hand-offs."""
         if self._callbacks:
             callbacks, self._callbacks = self._callbacks, []
-            self._submit(None, _after_all(callbacks))
+            self._submit_aux(_after_all(callbacks))
 
     def _expire_confirms(self) -> None:
         now = time.monotonic()
@@ -279,7 +290,7 @@ class Engine:
         for index, (interval, job) in enumerate(self.config.periodic):
             if now >= self._next_periodic[index]:
                 self._next_periodic[index] = now + interval
-                self._submit(None, job)
+                self._submit_aux(job)
 
     # --- shutdown --------------------------------------------------------------------------------
 
@@ -289,15 +300,19 @@ class Engine:
             if self.transport.connected:
                 self.transport.cancel()
                 self._return_unstarted()
-                while (self._busy or self._groups) and time.monotonic() < deadline:
+                while self._busy_at_all() and time.monotonic() < deadline:
                     self._turn_draining()
         except BrokerUnavailable as exc:
             log.warning("broker lost while draining: %s", exc)
         finally:
             self.pool.shutdown(wait=False, cancel_futures=True)
+            self.aux_pool.shutdown(wait=False, cancel_futures=True)
             self.transport.close()
             self.ready.clear()
             log.info("stopped")
+
+    def _busy_at_all(self) -> bool:
+        return bool(self._busy or self._aux_busy or self._groups or self._callbacks)
 
     def _return_unstarted(self) -> None:
         while self._inbox:
