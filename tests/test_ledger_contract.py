@@ -481,3 +481,65 @@ def test_marking_a_result_published_can_journal_it(ledger: Ledger) -> None:
     ledger.mark_result_published("e-pub", at(2), journal={"resultId": "res-1"})
     entries = [(e.kind, e.detail) for e in ledger.journal("e-pub")]
     assert ("result_published", {"resultId": "res-1"}) in entries
+
+
+# -- operations: reopening a dead-lettered event, the journal by kind ---------------------
+
+
+def test_reopen_sets_a_failed_result_aside_and_keeps_attempts_and_key(ledger: Ledger) -> None:
+    ledger.begin_event(event("e-reopen"))
+    ledger.start_attempt("e-reopen", "HOS00003", "SEQREOPEN001", "call", at(1))
+    ledger.complete_event("e-reopen", "failed", {"resultId": "res-old"}, at(2))
+    ledger.mark_result_published("e-reopen", at(3))
+    assert ledger.reopen_event("e-reopen", at(10), {"by": "alice", "why": "replay"})
+    record = ledger.get_event("e-reopen")
+    assert record is not None
+    assert (record.state, record.outcome, record.result) == (EventState.RECEIVED, None, None)
+    assert (record.result_published_at, record.updated_at) == (None, at(10))
+    assert len(ledger.attempts("e-reopen")) == 1  # a money call reconciles before any send
+    (entry,) = [e for e in ledger.journal("e-reopen") if e.kind == "reopened"]
+    assert entry.at == at(10)
+    assert entry.detail["by"] == "alice"
+    assert entry.detail["previous"]["outcome"] == "failed"
+    assert entry.detail["previous"]["result"] == {"resultId": "res-old"}
+    assert entry.detail["previous"]["resultPublishedAt"] == at(3).isoformat()
+    # the business key is still held by it: the same payment under a new id mirrors it
+    assert ledger.begin_event(event("e-reopen-dup")).kind == "duplicate_key"
+    # and it can be completed again (first writer wins anew)
+    again = ledger.complete_event("e-reopen", "succeeded", {"resultId": "res-new"}, at(11))
+    assert (again.outcome, again.result) == ("succeeded", {"resultId": "res-new"})
+
+
+def test_reopen_of_unknown_outcome_works_and_unfinished_is_a_no_op(ledger: Ledger) -> None:
+    ledger.begin_event(event("e-unknown", business_key=None))
+    ledger.complete_event("e-unknown", "unknown", {}, at(1))
+    assert ledger.reopen_event("e-unknown", at(2), {})
+    assert not ledger.reopen_event("e-unknown", at(3), {})  # already work again
+    ledger.set_state("e-unknown", EventState.RECONCILING, at(4))
+    assert not ledger.reopen_event("e-unknown", at(5), {})
+    assert ledger.get_event("e-unknown").state is EventState.RECONCILING  # type: ignore[union-attr]
+    assert [e.kind for e in ledger.journal("e-unknown")] == ["reopened"]
+
+
+def test_a_succeeded_event_is_never_reopened(ledger: Ledger) -> None:
+    ledger.begin_event(event("e-ok"))
+    ledger.complete_event("e-ok", "succeeded", {"resultId": "res-ok"}, at(1))
+    with pytest.raises(ValueError):
+        ledger.reopen_event("e-ok", at(2), {})
+    assert ledger.get_event("e-ok").outcome == "succeeded"  # type: ignore[union-attr]
+    assert ledger.journal("e-ok") == []
+    with pytest.raises(UnknownEvent):
+        ledger.reopen_event("nope", at(2), {})
+
+
+def test_journal_by_kind_is_newest_first_and_filtered_by_time(ledger: Ledger) -> None:
+    ledger.record("E1", "replayed", {"by": "a"}, at(1))
+    ledger.record("E2", "purged", {"by": "b"}, at(2))
+    ledger.record("E3", "replayed", {"by": "c"}, at(3))
+    ledger.record("E4", "replayed", {"by": "d"}, at(3))  # same instant: entry order decides
+    replayed = ledger.journal_by_kind("replayed")
+    assert [e.event_id for e in replayed] == ["E4", "E3", "E1"]
+    assert [e.event_id for e in ledger.journal_by_kind("replayed", since=at(2))] == ["E4", "E3"]
+    assert [e.event_id for e in ledger.journal_by_kind("replayed", limit=1)] == ["E4"]
+    assert [e.detail for e in ledger.journal_by_kind("purged")] == [{"by": "b"}]
+    assert ledger.journal_by_kind("nothing") == []

@@ -35,6 +35,8 @@ FAST_RETRIES: dict[str, Any] = {
     "confirm_timeout_s": 5.0,
     "shutdown_deadline_s": 5.0,
     "sweep_interval_s": 3600.0,
+    # the daily statement job would otherwise publish into the tests' result queues
+    "statement_enabled": False,
 }
 
 

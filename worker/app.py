@@ -6,15 +6,21 @@ import logging
 import os
 import signal
 import socket
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 import httpx
+from prometheus_client import CollectorRegistry
 
-from .client import ClientObserver, PlatformClient
+from .client import Attempt, ClientObserver, PlatformClient, build_transport
 from .clock import Clock, system_clock
-from .engine import Engine, EngineConfig, EngineObserver
+from .engine import Engine, EngineConfig, EngineObserver, Handler
+from .health import HealthServer, worker_checks
 from .ledger.base import Ledger, open_ledger
+from .messages import Delivery, Disposition
+from .metrics import WorkerMetrics
+from .ops.statement_job import StatementJob
 from .processor import Processor
 from .settings import Settings
 from .sweeper import Sweeper
@@ -23,6 +29,9 @@ from .transport import Transport
 from .transport.amqp import AmqpTransport
 
 log = logging.getLogger(__name__)
+
+#: how often the worker asks whether yesterday's statement is due (it runs once a day)
+STATEMENT_CHECK_INTERVAL_S = 60.0
 
 
 @dataclass
@@ -34,9 +43,14 @@ class Worker:
     processor: Processor
     sweeper: Sweeper
     engine: Engine
+    metrics: WorkerMetrics = field(default_factory=lambda: WorkerMetrics(CollectorRegistry(), 1))
+    statement: StatementJob | None = None
+    statement_http: httpx.Client | None = None
 
     def close(self) -> None:
         self.client.close()
+        if self.statement_http is not None:
+            self.statement_http.close()
         self.ledger.close()
 
 
@@ -50,6 +64,11 @@ def sweep_grace(settings: Settings) -> timedelta:
     return timedelta(seconds=max(settings.sweep_grace_s, longest + 4 * settings.read_timeout_s))
 
 
+def build_metrics(settings: Settings) -> WorkerMetrics:
+    """The worker's metrics on a registry of its own (never prometheus_client's global one)."""
+    return WorkerMetrics(CollectorRegistry(), retry_schedule_length=len(settings.retry_delays_s))
+
+
 def build_worker(
     settings: Settings,
     *,
@@ -59,30 +78,63 @@ def build_worker(
     clock: Clock = system_clock,
     client_observer: ClientObserver | None = None,
     engine_observer: EngineObserver | None = None,
+    metrics: WorkerMetrics | None = None,
 ) -> Worker:
+    """The worker's parts. Metrics are always collected; the given observers see everything
+    the metrics see."""
+    metrics = metrics or build_metrics(settings)
     ledger = ledger or open_ledger(settings.ledger_url.get_secret_value())
     ledger.migrate()
+    metrics.watch_ledger(ledger, clock)
     client = PlatformClient(settings, transport=platform_transport, clock=clock,
-                            observer=client_observer)  # fmt: skip
+                            observer=_ClientObservers(metrics, client_observer))  # fmt: skip
     topology = build_topology(settings.retry_delays_s, settings.retry_jitter)
     processor = Processor(settings, ledger, client, topology, clock=clock,
                           owner=worker_name(settings))  # fmt: skip
     sweeper = Sweeper(ledger, clock, sweep_grace(settings))
+    periodic = [(settings.sweep_interval_s, sweeper.sweep)]
+    statement_http = statement = None
+    if settings.statement_enabled:
+        # downloads the statement file from wherever the platform's settleFileUrl points
+        statement_http = httpx.Client(
+            transport=platform_transport or build_transport(settings), follow_redirects=True,
+            timeout=httpx.Timeout(settings.read_timeout_s, connect=settings.connect_timeout_s),
+        )  # fmt: skip
+        statement = StatementJob(settings, ledger, client, clock=clock, http=statement_http,
+                                 observer=metrics)  # fmt: skip
+        periodic.append((STATEMENT_CHECK_INTERVAL_S, statement.run_due))
     config = EngineConfig(
         queues=[q.name for q in topology.work_queues()],
         concurrency=settings.concurrency,
         prefetch=settings.prefetch or 2 * settings.concurrency,
         confirm_timeout_s=settings.confirm_timeout_s,
         shutdown_deadline_s=settings.shutdown_deadline_s,
-        periodic=[(settings.sweep_interval_s, sweeper.sweep)],
+        periodic=periodic,
     )
     transport = transport or AmqpTransport(settings.broker_url.get_secret_value())
-    engine = Engine(transport, topology, processor.handle, config, observer=engine_observer)
-    return Worker(settings, ledger, client, topology, processor, sweeper, engine)
+    engine = Engine(transport, topology, _counting_received(processor.handle, metrics), config,
+                    observer=_EngineObservers(metrics, engine_observer))  # fmt: skip
+    return Worker(settings, ledger, client, topology, processor, sweeper, engine, metrics,
+                  statement, statement_http)
+
+
+def start_health_server(worker: Worker,
+                        engine_thread: threading.Thread | None) -> HealthServer | None:  # fmt: skip
+    """/metrics, /healthz and /readyz on HUIMIN_METRICS_HOST:PORT; None when the port is 0."""
+    settings = worker.settings
+    if settings.metrics_port == 0:
+        return None
+    checks = worker_checks(worker.engine, worker.ledger, lambda: engine_thread)
+    server = HealthServer(settings.metrics_host, settings.metrics_port,
+                          worker.metrics.registry, checks)  # fmt: skip
+    return server.start()
 
 
 def run_until_signalled(worker: Worker) -> int:
-    """Consume until SIGTERM/SIGINT, then drain within HUIMIN_SHUTDOWN_DEADLINE_S."""
+    """Consume until SIGTERM/SIGINT, then drain within HUIMIN_SHUTDOWN_DEADLINE_S.
+
+    The engine runs in its own thread so that /healthz can tell whether it is alive; the main
+    thread keeps receiving the signals."""
 
     def stop(signum: int, _frame: object) -> None:
         log.info("signal %s: draining", signal.Signals(signum).name)
@@ -90,8 +142,74 @@ def run_until_signalled(worker: Worker) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    engine = _EngineThread(worker.engine)
+    health: HealthServer | None = None
     try:
-        worker.engine.run()
+        health = start_health_server(worker, engine)  # before: probes answer while it connects
+        engine.start()
+        while engine.is_alive():
+            engine.join(0.5)  # a timeout, so signal handlers run promptly
     finally:
+        worker.engine.stop()
+        if health is not None:
+            health.stop()
         worker.close()
+    if engine.error is not None:
+        raise engine.error
     return 0
+
+
+class _EngineThread(threading.Thread):
+    """Runs the engine; an error it dies of is re-raised by the main thread."""
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(name="huimin-engine")
+        self.engine = engine
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.engine.run()
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+            self.error = exc
+
+
+def _counting_received(handle: Handler, metrics: WorkerMetrics) -> Handler:
+    def handler(delivery: Delivery) -> Disposition:
+        metrics.delivery_received(delivery)
+        return handle(delivery)
+
+    return handler
+
+
+class _ClientObservers:
+    """The metrics, then the caller's own observer (the demo's timeline), if any."""
+
+    def __init__(self, metrics: WorkerMetrics, other: ClientObserver | None) -> None:
+        self.observers: list[ClientObserver] = [metrics, *([other] if other else [])]
+
+    def request_finished(self, attempt: Attempt) -> None:
+        for observer in self.observers:
+            observer.request_finished(attempt)
+
+    def verification_failed(self, direction: str, reason: str) -> None:
+        for observer in self.observers:
+            observer.verification_failed(direction, reason)
+
+
+class _EngineObservers:
+    def __init__(self, metrics: WorkerMetrics, other: EngineObserver | None) -> None:
+        self.observers: list[EngineObserver] = [metrics, *([other] if other else [])]
+
+    def delivery_done(self, delivery: Delivery | None, disposition: Disposition,
+                      seconds: float) -> None:  # fmt: skip
+        for observer in self.observers:
+            observer.delivery_done(delivery, disposition, seconds)
+
+    def confirm(self, result: str) -> None:
+        for observer in self.observers:
+            observer.confirm(result)
+
+    def connection(self, connected: bool, reconnect: bool) -> None:
+        for observer in self.observers:
+            observer.connection(connected, reconnect)

@@ -34,6 +34,7 @@ DEMO_SETTINGS: dict[str, Any] = {
     "concurrency": 4,
     "sweep_interval_s": 3600.0,
     "shutdown_deadline_s": 5.0,
+    "statement_enabled": False,  # the demo's timeline is the journey, not yesterday's statement
 }
 
 

@@ -25,7 +25,8 @@ _NAME_FIELDS = re.compile(
 )
 _SECRET_FIELDS = re.compile(r'("?(?:signToken|secret|password|key)"?\s*[:=]\s*"?)([^"&,\s]+)')
 
-EXTRA_FIELDS = ("event_id", "event_type", "trans_code", "outcome", "platform_seq_id", "rt_code")
+EXTRA_FIELDS = ("event_id", "event_type", "trans_code", "outcome", "platform_seq_id", "rt_code",
+                "attempts", "retry", "reason")
 
 
 def mask(text: str) -> str:
@@ -43,14 +44,25 @@ class MaskingFilter(logging.Filter):
         self.secrets = tuple(s for s in secrets if s)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = mask(record.getMessage())
-        for secret in self.secrets:
-            message = message.replace(secret, "***")
-        record.msg, record.args = message, None
+        record.msg, record.args = self._clean(record.getMessage()), None
+        # `extra` fields are printed verbatim by the JSON formatter; an eventId is free text
+        # chosen by the HIS and may well embed an id or phone number
+        for name in EXTRA_FIELDS:
+            value = getattr(record, name, None)
+            if isinstance(value, str):
+                setattr(record, name, self._clean(value))
         if record.exc_info and record.exc_info[1] is not None:
-            record.exc_text = mask(logging.Formatter().formatException(record.exc_info))
+            record.exc_text = self._clean(logging.Formatter().formatException(record.exc_info))
             record.exc_info = None
+        if record.stack_info:
+            record.stack_info = self._clean(record.stack_info)
         return True
+
+    def _clean(self, text: str) -> str:
+        text = mask(text)
+        for secret in self.secrets:
+            text = text.replace(secret, "***")
+        return text
 
 
 class JsonFormatter(logging.Formatter):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 
@@ -41,6 +42,8 @@ class Disposition:
 
     With `requeue` nothing is published and the delivery is returned to its queue (the ledger
     was unreachable: nothing was decided). `on_confirmed` runs after every confirm arrived.
+    The optional fields after `label` only describe what happened, for logs and metrics; the
+    consumer never reads them.
     """
 
     messages: tuple[Outgoing, ...] = ()
@@ -49,3 +52,16 @@ class Disposition:
     event_id: str | None = None
     event_type: str | None = None
     label: str = ""  # what happened, for logs and metrics: succeeded, retry, dead_lettered...
+    outcome: str | None = None  # succeeded | failed | unknown: a result this delivery decided
+    reason: str | None = None  # the dead-letter reason (x-huimin-reason), when dead-lettered
+    retry: int | None = None  # the retry number scheduled (1 = first retry), when retried
+    trans_code: str | None = None  # the platform transaction, if one applies
+    occurred_at: datetime | None = None  # the event's occurredAt, when a result was decided
+    attempts: int | None = None  # platform calls made for the event, when a result is published
+    reconciliation: str | None = None  # what this step's status query said (money calls)
+
+    @property
+    def finished_as(self) -> str:
+        """How the delivery finished, one word for logs and the metrics' `outcome` label: the
+        outcome it decided, else what it did (retry, requeued, republished, dead_lettered)."""
+        return self.outcome or self.label or "other"

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import logging
 import random
-from dataclasses import dataclass
-from datetime import timedelta
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from typing import Any
 
 from . import events as ev
@@ -36,7 +36,7 @@ from .errors import (
 from .ledger.base import Begin, EventRecord, EventState, Ledger, NewEvent
 from .messages import Delivery, Disposition, Outgoing
 from .models import registry
-from .reconcile import LedgerRecorder, MoneyCall
+from .reconcile import LedgerRecorder, MoneyCall, Step
 from .results import Outcome, Result, build_result, result_body
 from .settings import Settings
 from .topology import (
@@ -53,6 +53,10 @@ from .topology import (
 )
 
 log = logging.getLogger(__name__)
+
+#: the payload_hash of an event recorded as invalid (no valid payload to hash); dlq replay
+#: recognises such events by it
+INVALID_PAYLOAD_HASH = "invalid"
 
 
 @dataclass(frozen=True)
@@ -98,10 +102,12 @@ class Processor:
 
     def handle(self, delivery: Delivery) -> Disposition:
         try:
-            return self._handle(delivery)
+            disposition = self._handle(delivery)
         except LedgerUnavailable as exc:
             log.warning("ledger unavailable, requeueing: %s", exc)
-            return Disposition(requeue=True, label="requeued")
+            disposition = Disposition(requeue=True, label="requeued")
+        _log_finished(delivery, disposition)
+        return disposition
 
     def _handle(self, delivery: Delivery) -> Disposition:
         try:
@@ -202,6 +208,9 @@ class Processor:
     def _money(self, ctx: Context) -> Disposition:
         money = MoneyCall(self.ledger, self.client, ctx.prepared, self.clock)
         step = money.step()
+        return replace(self._after_step(ctx, money, step), reconciliation=step.reconciliation)
+
+    def _after_step(self, ctx: Context, money: MoneyCall, step: Step) -> Disposition:
         if step.final is not None:
             return self._finish(ctx, step.final, rt_code=step.rt_code, rt_msg=step.rt_msg,
                                 data=step.data)  # fmt: skip
@@ -245,7 +254,8 @@ class Processor:
         message = Outgoing("", step.queue, ctx.delivery.body, _clean(headers),
                            message_id=ctx.event_id, expiration_ms=step.expiration_ms)
         return Disposition((message,), event_id=ctx.event_id, event_type=ctx.event_type,
-                           label="retry")  # fmt: skip
+                           label="retry", retry=ctx.retry + 1,
+                           trans_code=ctx.prepared.trans_code)  # fmt: skip
 
     def _give_up(self, ctx: Context, exc: HuiminError, reason: str | None = None) -> Disposition:
         reason = reason or exc.reason
@@ -254,18 +264,19 @@ class Processor:
         finished = self._finish(ctx, Outcome.FAILED, rt_code=rt_code,
                                 rt_msg=f"{reason}: {exc}", errors=errors)  # fmt: skip
         dead = self._dead_letter(ctx.delivery, ctx.event_id, ctx.event_type, reason, str(exc))
-        return _prepend(dead, finished, "dead_lettered")
+        self.ledger.record(ctx.event_id, "dead_lettered", {"reason": reason}, self.clock())
+        return _prepend(dead, finished, "dead_lettered", reason)
 
     def _invalid(self, delivery: Delivery, exc: InvalidEvent) -> Disposition:
         event_id, event_type = ev.read_identity(delivery.body)
         dead = self._dead_letter(delivery, event_id, event_type, exc.reason, _describe(exc))
         if not (event_id and event_type):
-            return Disposition((dead,), label="dead_lettered")
+            return Disposition((dead,), label="dead_lettered", reason=exc.reason)
         record = self.ledger.begin_event(self._invalid_event(delivery, event_id, event_type))
         if record.record.state is EventState.COMPLETED and record.kind == "existing":
             return _prepend(dead, self._publish_result(
                 event_id, Result.model_validate(record.record.result), "republished"),
-                "dead_lettered")  # fmt: skip
+                "dead_lettered", exc.reason)  # fmt: skip
         result = build_result(
             event_id=event_id, event_type=event_type, trans_code=None, outcome=Outcome.FAILED,
             at=self.clock(), attempts=0, rt_msg=str(exc), errors=exc.errors,
@@ -274,13 +285,13 @@ class Processor:
                                             result.model_dump(mode="json"), self.clock())
         self.ledger.record(event_id, "dead_lettered", {"reason": exc.reason}, self.clock())
         published = self._publish_result(event_id, Result.model_validate(stored.result), "failed")
-        return _prepend(dead, published, "dead_lettered")
+        return _prepend(dead, published, "dead_lettered", exc.reason)
 
     def _invalid_event(self, delivery: Delivery, event_id: str, event_type: str) -> NewEvent:
         return NewEvent(
             event_id=event_id, event_type=event_type,
             trans_code=None, payload={"raw": delivery.body.decode("utf-8", "replace")},
-            payload_hash="invalid", business_key=None, keys={}, received_at=self.clock(),
+            payload_hash=INVALID_PAYLOAD_HASH, business_key=None, keys={}, received_at=self.clock(),
         )  # fmt: skip
 
     def _dead_letter(
@@ -314,9 +325,12 @@ class Processor:
             keys=ev.trace_keys(data) if data else None, release_owner=self.owner,
         )  # fmt: skip
         final = Result.model_validate(stored.result)
-        return self._publish_result(ctx.event_id, final, final.outcome.value)
+        return self._publish_result(ctx.event_id, final, final.outcome.value,
+                                    occurred_at=ctx.prepared.event.occurredAt)  # fmt: skip
 
-    def _publish_result(self, event_id: str, result: Result, label: str) -> Disposition:
+    def _publish_result(
+        self, event_id: str, result: Result, label: str, occurred_at: datetime | None = None
+    ) -> Disposition:
         message = Outgoing(
             RESULTS_EXCHANGE, result.routing_key, result_body(result),
             message_id=result.resultId, correlation_id=event_id,
@@ -326,15 +340,31 @@ class Processor:
             self.ledger.mark_result_published(event_id, self.clock(),
                                               journal={"resultId": result.resultId})
 
-        return Disposition((message,), on_confirmed=published, event_id=event_id,
-                           event_type=result.type, label=label)  # fmt: skip
+        return Disposition(
+            (message,), on_confirmed=published, event_id=event_id, event_type=result.type,
+            label=label, outcome=None if label == "republished" else result.outcome.value,
+            trans_code=result.transCode, attempts=result.attempts, occurred_at=occurred_at,
+        )  # fmt: skip
 
 
-def _prepend(message: Outgoing, disposition: Disposition, label: str) -> Disposition:
-    return Disposition(
-        (message, *disposition.messages), on_confirmed=disposition.on_confirmed,
-        event_id=disposition.event_id, event_type=disposition.event_type, label=label,
-    )  # fmt: skip
+def _prepend(message: Outgoing, disposition: Disposition, label: str, reason: str) -> Disposition:
+    return replace(disposition, messages=(message, *disposition.messages), label=label,
+                   reason=reason)  # fmt: skip
+
+
+def _log_finished(delivery: Delivery, disposition: Disposition) -> None:
+    """One line per finished delivery; the ids go in `extra` for the JSON formatter (masked by
+    the logging filter like the message)."""
+    finished = disposition.finished_as
+    fields = {
+        "event_id": disposition.event_id or delivery.message_id,
+        "event_type": disposition.event_type or delivery.routing_key,
+        "trans_code": disposition.trans_code, "outcome": finished,
+        "attempts": disposition.attempts, "retry": disposition.retry, "reason": disposition.reason,
+    }  # fmt: skip
+    needs_a_look = finished in ("unknown", "requeued") or disposition.reason is not None
+    log.log(logging.WARNING if needs_a_look else logging.INFO, "delivery finished: %s", finished,
+            extra={k: v for k, v in fields.items() if v is not None})  # fmt: skip
 
 
 def _check_routing(event: ev.Event, delivery: Delivery) -> None:

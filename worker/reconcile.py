@@ -15,7 +15,7 @@ A money call (HOS00003 pay, HOS00004 refund, HOS00014 settle) moves one step per
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from . import events as ev
@@ -60,6 +60,9 @@ class Step:
     data: dict[str, Any] | None = None
     reason: str = ""  # why it is not final yet
     give_up: HuiminError | None = None  # a retry-safe failure: retry, or give up when exhausted
+    # what a status query said, for metrics: succeeded | failed | pending | not_found |
+    # rejected | query_failed; None when this step sent the call without querying
+    reconciliation: str | None = None
 
 
 class MoneyCall:
@@ -111,15 +114,17 @@ class MoneyCall:
         except PlatformRejected as exc:
             return self._query_rejected(exc)
         except (OutcomeUnknown, RetryLater) as exc:
-            return Step(reason=f"status query failed: {exc}")
+            return Step(reason=f"status query failed: {exc}", reconciliation="query_failed")
         self._journal("reconcile", {"query": code, "orderStatus": reply.data.get("orderStatus")})
-        return self._judge(reply)
+        judged = self._judge(reply)
+        return replace(judged, reconciliation=judged.final.value if judged.final else "pending")
 
     def _query_rejected(self, exc: PlatformRejected) -> Step:
         self._journal("reconcile", {"query": self.transaction.status_query, "rtCode": exc.rt_code})
         if exc.rt_code == NOT_FOUND:
-            return self._send()
-        return Step(rt_code=exc.rt_code, rt_msg=exc.rt_msg, reason=f"status query {exc}")
+            return replace(self._send(), reconciliation="not_found")
+        return Step(rt_code=exc.rt_code, rt_msg=exc.rt_msg, reason=f"status query {exc}",
+                    reconciliation="rejected")  # fmt: skip
 
     def _query_business(self) -> dict[str, Any]:
         business = self.prepared.business

@@ -166,6 +166,15 @@ class Ledger(Protocol):
     def add_keys(self, event_id: str, keys: Mapping[str, str]) -> None: ...
     def record(self, event_id: str, kind: str, detail: dict, at: datetime) -> None: ...
     def journal(self, event_id: str) -> list[JournalEntry]: ...
+    # Entries of one kind (replayed, purged...), newest first: the operations audit trail.
+    def journal_by_kind(
+        self, kind: str, since: datetime | None = None, limit: int = 100
+    ) -> list[JournalEntry]: ...
+    # A failed/unknown event becomes work again (RECEIVED; result, outcome and publication time
+    # cleared, the old ones kept in a `reopened` journal entry with `note`, in the same
+    # transaction). Attempts and the business key stay. False: it had no result (nothing to
+    # reopen). A succeeded event is never reopened (ValueError); an unknown id: UnknownEvent.
+    def reopen_event(self, event_id: str, at: datetime, note: dict) -> bool: ...
     def events_by_business_key(self, business_key: str) -> list[EventRecord]: ...
     def recent_events(
         self,
@@ -200,6 +209,36 @@ def duplicate(payload_hash: str, holder: EventRecord | None) -> Begin:
         raise LedgerUnavailable("a business key changed hands while recording an event")
     kind: BeginKind = "duplicate_key" if holder.payload_hash == payload_hash else "conflict"
     return Begin(kind, holder)
+
+
+#: `journal_by_kind` without `since`: from the beginning
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+REOPENABLE_OUTCOMES = ("failed", "unknown")
+
+
+def reopenable(record: EventRecord) -> bool:
+    """Whether `reopen_event` has anything to do; a succeeded event must never run again."""
+    if record.state is not EventState.COMPLETED:
+        return False
+    if record.outcome not in REOPENABLE_OUTCOMES:
+        raise ValueError(
+            f"event {record.event_id} ended {record.outcome!r}: only a failed or unknown "
+            "result is ever reopened (a replay of it republishes the stored result)"
+        )
+    return True
+
+
+def reopened_detail(record: EventRecord, note: dict) -> dict:
+    """The `reopened` journal entry: why (note), and the result being set aside."""
+    published = record.result_published_at
+    return {
+        **note,
+        "previous": {
+            "outcome": record.outcome,
+            "result": record.result,
+            "resultPublishedAt": None if published is None else published.isoformat(),
+        },
+    }
 
 
 Row = Mapping[str, Any]

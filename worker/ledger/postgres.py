@@ -22,6 +22,7 @@ from psycopg.types.json import Jsonb
 
 from worker.errors import ConfigurationError, LedgerUnavailable
 from worker.ledger.base import (
+    EPOCH,
     AttemptOutcome,
     AttemptPurpose,
     AttemptRecord,
@@ -38,6 +39,8 @@ from worker.ledger.base import (
     event_from_row,
     journal_from_row,
     redelivery,
+    reopenable,
+    reopened_detail,
     trace_keys,
     utc,
 )
@@ -365,6 +368,29 @@ class PostgresLedger:
         with self._tx() as cur:
             rows = cur.execute(SQL.journal, (event_id,)).fetchall()
         return [journal_from_row(row, _load_json, _load_time) for row in rows]
+
+    def journal_by_kind(
+        self, kind: str, since: datetime | None = None, limit: int = 100
+    ) -> list[JournalEntry]:
+        with self._tx() as cur:
+            rows = cur.execute(SQL.journal_kind, (kind, utc(since or EPOCH), limit)).fetchall()
+        return [journal_from_row(row, _load_json, _load_time) for row in rows]
+
+    # -- operations -------------------------------------------------------------------
+
+    def reopen_event(self, event_id: str, at: datetime, note: dict) -> bool:
+        with self._tx() as cur:
+            # FOR UPDATE: a worker completing it concurrently waits, then sees it reopened
+            row = cur.execute(SQL.get_event + " FOR UPDATE", (event_id,)).fetchone()
+            if row is None:
+                raise UnknownEvent(event_id)
+            record = _event(row)
+            if not reopenable(record):
+                return False
+            cur.execute(SQL.reopen, (utc(at), event_id))
+            detail = Jsonb(reopened_detail(record, note))
+            cur.execute(SQL.insert_journal, (event_id, utc(at), "reopened", detail))
+            return True
 
 
 _MS = timedelta(milliseconds=1)

@@ -109,7 +109,10 @@ _V1 = (
     "CREATE INDEX huimin_journal_event ON huimin_journal (event_id, entry_id)",
 )
 
-_MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = ((1, _V1),)
+# Operations (dlq history): journal entries of one kind (replayed, purged...) by time.
+_V2 = ("CREATE INDEX huimin_journal_kind ON huimin_journal (kind, at)",)
+
+_MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = ((1, _V1), (2, _V2))
 
 
 def migrations(dialect: str) -> list[tuple[int, list[str]]]:
@@ -223,6 +226,18 @@ class Statements:
     recent_type: str = "event_type = ?"
     recent_outcome: str = "outcome = ?"
     recent_order: str = " ORDER BY received_at DESC, event_id DESC LIMIT ?"
+    # Replaying a dead letter: a failed/unknown result is set aside (kept in the journal) and
+    # the event is work again. The business key stays held by this event, its attempts stay, so
+    # a money call is reconciled by its status query before anything is sent.
+    reopen: str = (
+        "UPDATE huimin_events SET state = 'received', outcome = NULL, result = NULL,"
+        " result_published_at = NULL, lease_owner = NULL, lease_until = NULL, updated_at = ?"
+        " WHERE event_id = ? AND state = 'completed'"
+    )
+    journal_kind: str = (
+        f"SELECT {JOURNAL_COLUMNS} FROM huimin_journal WHERE kind = ? AND at >= ?"
+        " ORDER BY at DESC, entry_id DESC LIMIT ?"
+    )
 
 
 def statements(dialect: str) -> Statements:

@@ -18,6 +18,7 @@ from typing import Any
 
 from worker.errors import LedgerUnavailable
 from worker.ledger.base import (
+    EPOCH,
     AttemptOutcome,
     AttemptPurpose,
     AttemptRecord,
@@ -34,6 +35,8 @@ from worker.ledger.base import (
     event_from_row,
     journal_from_row,
     redelivery,
+    reopenable,
+    reopened_detail,
     trace_keys,
     utc,
 )
@@ -358,6 +361,26 @@ class SqliteLedger:
         with self._read() as db:
             rows = db.execute(SQL.journal, (event_id,)).fetchall()
         return [journal_from_row(row, json.loads, datetime.fromisoformat) for row in rows]
+
+    def journal_by_kind(
+        self, kind: str, since: datetime | None = None, limit: int = 100
+    ) -> list[JournalEntry]:
+        params = (kind, _time(since or EPOCH), limit)
+        with self._read() as db:
+            rows = db.execute(SQL.journal_kind, params).fetchall()
+        return [journal_from_row(row, json.loads, datetime.fromisoformat) for row in rows]
+
+    # -- operations -------------------------------------------------------------------
+
+    def reopen_event(self, event_id: str, at: datetime, note: dict) -> bool:
+        with self._write() as db:  # BEGIN IMMEDIATE: nobody completes it between read and write
+            record = self._must_get(db, event_id)
+            if not reopenable(record):
+                return False
+            db.execute(SQL.reopen, (_time(at), event_id))
+            detail = _json(reopened_detail(record, note))
+            db.execute(SQL.insert_journal, (event_id, _time(at), "reopened", detail))
+            return True
 
 
 _MS = timedelta(milliseconds=1)
