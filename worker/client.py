@@ -112,7 +112,11 @@ def build_transport(settings: Settings) -> httpx.HTTPTransport:
     verify: ssl.SSLContext | bool = settings.tls_verify
     if settings.tls_verify:
         verify = _tls_context(settings)
-    return httpx.HTTPTransport(verify=verify, retries=0)
+    # Keep a connection alive per handler thread: httpx keeps 20 by default, and every call
+    # beyond that would pay for a new TCP (and TLS) connection.
+    limits = httpx.Limits(max_connections=None,
+                          max_keepalive_connections=settings.concurrency + 4)  # fmt: skip
+    return httpx.HTTPTransport(verify=verify, retries=0, limits=limits)
 
 
 def _tls_context(settings: Settings) -> ssl.SSLContext:
