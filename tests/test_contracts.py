@@ -251,7 +251,8 @@ def test_asyncapi_names_only_exchanges_queues_and_routing_keys_of_the_topology()
 def test_results_channel_is_event_type_dot_outcome() -> None:
     (channel,) = channels_bound_to(RESULTS_EXCHANGE).values()
     assert channel["address"] == "{eventType}.{outcome}"
-    assert channel["parameters"]["eventType"]["enum"] == list(EVENT_TYPES)
+    # every event type, and the daily statement reconciliation's own result type
+    assert channel["parameters"]["eventType"]["enum"] == [*EVENT_TYPES, "statement.reconciled"]
     assert channel["parameters"]["outcome"]["enum"] == [o.value for o in Outcome]
     (message,) = [resolve(m) for m in channel["messages"].values()]
     assert message["correlationId"]["location"] == "$message.header#/correlation_id"

@@ -29,6 +29,7 @@ from . import __version__
 from .events import DEFAULTED_FIELDS, EVENT_TYPES, Event
 from .models import registry
 from .models.examples import EXAMPLES
+from .ops.statement_recon import RESULT_TYPE as STATEMENT_RESULT_TYPE
 from .results import Outcome, Result, build_result
 from .settings import Settings
 from .topology import (
@@ -219,8 +220,11 @@ def _channels(topology: Topology) -> Schema:
     channels["results"] = _channel("{eventType}.{outcome}", RESULTS_EXCHANGE, ["result"],
                                    RESULTS_EXCHANGE)  # fmt: skip
     channels["results"]["parameters"] = {
-        "eventType": {"enum": list(EVENT_TYPES), "location": "$message.payload#/type",
-                      "description": "The input event's type."},
+        "eventType": {"enum": [*EVENT_TYPES, STATEMENT_RESULT_TYPE],
+                      "location": "$message.payload#/type",
+                      "description": "The input event's type; statement.reconciled for the "
+                                     "daily statement reconciliation (causationId "
+                                     "statement:YYYYMMDD, data.discrepancies)."},
         "outcome": {"enum": [o.value for o in Outcome], "location": "$message.payload#/outcome",
                     "description": "What came of it."},
     }  # fmt: skip
