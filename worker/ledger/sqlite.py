@@ -100,7 +100,6 @@ class SqliteLedger:
         # Writers of this process queue here instead of in SQLite's busy handler, which sleeps
         # in growing steps (up to 100 ms) and made 8 handler threads crawl (benchmarks/).
         self._write_lock = threading.Lock()
-        self._write_db: sqlite3.Connection | None = None
 
     # -- connections and transactions -------------------------------------------------
 
@@ -137,17 +136,10 @@ class SqliteLedger:
         with _converted():
             yield self._connection()
 
-    def _writer(self) -> sqlite3.Connection:
-        # One connection for every write (under the write lock): its page cache stays warm,
-        # where a write on each thread's own connection first re-reads what others changed.
-        if self._write_db is None:
-            self._write_db = self._connect()
-        return self._write_db
-
     @contextmanager
     def _write(self, durable: bool = False) -> Iterator[sqlite3.Connection]:
         with self._write_lock, _converted():
-            db = self._writer()
+            db = self._connection()
             if durable:
                 db.execute("PRAGMA synchronous = FULL")
             db.execute("BEGIN IMMEDIATE")
@@ -163,10 +155,6 @@ class SqliteLedger:
                     db.execute("PRAGMA synchronous = NORMAL")
 
     def close(self) -> None:
-        with self._write_lock:
-            if self._write_db is not None:
-                self._write_db.close()
-                self._write_db = None
         with self._lock:
             handles = list(self._handles)
             self._handles = weakref.WeakSet()
