@@ -28,6 +28,7 @@ from worker.ledger.base import EventState, NewEvent, open_ledger
 from worker.simulator.server import SimulatorHandle, run_in_thread
 from worker.sweeper import Sweeper
 from worker.topology import work_queue_name
+from worker.transport.amqp import AmqpTransport
 from worker.transport.memory import MemoryBroker
 
 
@@ -117,3 +118,27 @@ def test_the_sweeper_reinjects_stale_unfinished_events(tmp_path: Path) -> None:
     assert message.message_id == body["eventId"]
     assert ledger.get_event(body["eventId"]).state is EventState.IN_FLIGHT
     assert sweeper.sweep() is None  # touched: not re-injected on every sweep
+
+
+def test_heartbeats_keep_flowing_while_a_platform_call_is_slow(
+    rabbitmq_url: str, simulator: SimulatorHandle, tmp_path: Path
+) -> None:
+    # A 1 s heartbeat: RabbitMQ drops a connection that misses two. The platform takes 4 s.
+    simulator.add_fault("latency", "HOS00001", times=1, ms=4000)
+    name = f"huimin-heartbeat-{uuid.uuid4().hex[:8]}"
+    create_vhost(name)
+    try:
+        url = vhost_url(rabbitmq_url, name)
+        backend = Backend("rabbitmq", url, sqlite_url(tmp_path))
+        settings = backend.settings(simulator.base_url + "/api", read_timeout_s=10.0)
+        worker = start_worker(backend, settings)
+        worker.engine.transport = AmqpTransport(url, heartbeat=1)
+        with running(worker):
+            his = backend.his(settings)
+            his.publish(event("signing.status.requested", example("HOS00001")))
+            result = his.next_result(30)
+            his.close()
+        assert result.routing_key == "signing.status.requested.succeeded"
+        assert worker.metrics.registry.get_sample_value("huimin_broker_reconnects_total") == 0
+    finally:
+        delete_vhost(name)
