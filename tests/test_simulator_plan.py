@@ -7,7 +7,7 @@ import random
 import pytest
 
 from worker.simulator.faults import FaultPlan, FaultPlanError, latency_ms, parse_plan, parse_rule
-from worker.simulator.state import parse_patients
+from worker.simulator.records import parse_patients
 
 
 def plan(rules: list[dict], seed: int | None = None) -> FaultPlan:

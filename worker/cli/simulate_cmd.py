@@ -58,11 +58,11 @@ def _register_notify(actions: Any) -> None:
 
 
 def simulate_command(args: argparse.Namespace, settings: Settings) -> int:
-    from ..simulator import faults, server, state
+    from ..simulator import faults, records, server
 
     try:
         rules, seed = faults.parse_plan(_read_json(args.faults)) if args.faults else ([], None)
-        patients, default = (state.parse_patients(_read_json(args.patients)) if args.patients
+        patients, default = (records.parse_patients(_read_json(args.patients)) if args.patients
                              else (None, "unsigned"))
     except (OSError, ValueError) as exc:
         return _fail(f"cannot load the simulator configuration: {exc}", code=2)

@@ -9,8 +9,9 @@ the behaviour, the fault file format and the decisions taken where the spec is s
 from __future__ import annotations
 
 from .faults import FaultPlan, FaultRule
+from .records import Patient
 from .server import SimulatorHandle, build, run_in_thread, serve
-from .state import Patient, PlatformState
+from .state import PlatformState
 
 __all__ = [
     "FaultPlan", "FaultRule", "Patient", "PlatformState", "SimulatorHandle", "build",

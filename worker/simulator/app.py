@@ -48,7 +48,8 @@ from worker.models import registry
 from worker.statement import StatementRow, write_statement_zip
 
 from .faults import DEFAULT_GARBAGE, DEFAULT_LOST_SECONDS, Decision, FaultPlan
-from .state import Order, PlatformState, Reply, failure
+from .records import Order, Reply, failure
+from .state import PlatformState
 
 logger = logging.getLogger(__name__)
 

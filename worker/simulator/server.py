@@ -29,7 +29,8 @@ from worker.settings import Settings
 
 from .app import Answer, SimulatorApp, json_answer
 from .faults import FaultPlan, FaultPlanError, FaultRule, parse_plan, parse_rule
-from .state import PATIENT_STATUSES, ClaimCase, Order, Patient, PatientStatus, PlatformState, stamp
+from .records import PATIENT_STATUSES, ClaimCase, Order, Patient, PatientStatus, stamp
+from .state import PlatformState
 
 logger = logging.getLogger(__name__)
 
