@@ -45,6 +45,7 @@ from .topology import (
     build_topology,
     work_queue_for,
 )
+from .yaml_writer import to_yaml
 
 Schema = dict[str, Any]
 
@@ -321,42 +322,9 @@ def asyncapi() -> Schema:
 
 # --- rendering ------------------------------------------------------------------------------
 
-_PLAIN = re.compile(r"[A-Za-z_$][\w$.-]*")
-_YAML_WORDS = {"y", "n", "yes", "no", "on", "off", "true", "false", "null"}
-
-
 def to_json(schema: Schema) -> str:
     return json.dumps(schema, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
-
-def to_yaml(value: Mapping[str, Any]) -> str:
-    """Block YAML for JSON-like data, keys in insertion order (reads top-down like the spec)."""
-    return "\n".join(_yaml_lines(value, "")) + "\n"
-
-
-def _yaml_scalar(value: Any) -> str:
-    if isinstance(value, dict | list):
-        return "{}" if isinstance(value, dict) else "[]"  # only empty ones are inline
-    if isinstance(value, str):
-        # anything YAML could read as another type or as syntax is JSON-quoted
-        plain = _PLAIN.fullmatch(value) and value.lower() not in _YAML_WORDS
-        return value if plain else json.dumps(value, ensure_ascii=False)
-    return json.dumps(value)  # bool, int, float and None print the same in JSON and YAML
-
-
-def _yaml_lines(value: Mapping[str, Any] | Sequence[Any], pad: str) -> list[str]:
-    lines: list[str] = []
-    items = value.items() if isinstance(value, Mapping) else [(None, v) for v in value]
-    for key, item in items:
-        head = f"{pad}-" if key is None else f"{pad}{_yaml_scalar(key)}:"
-        if not (isinstance(item, dict | list) and item):
-            lines.append(f"{head} {_yaml_scalar(item)}")
-        elif key is None:  # "- first: x", its siblings aligned under it
-            nested = _yaml_lines(item, pad + "  ")
-            lines += [f"{head} {nested[0].lstrip()}", *nested[1:]]
-        else:
-            lines += [head, *_yaml_lines(item, pad + "  ")]
-    return lines
 
 
 def generate() -> dict[str, str]:
