@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import random
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -36,7 +36,7 @@ from .errors import (
 from .ledger.base import Begin, EventRecord, EventState, Ledger, NewEvent
 from .messages import Delivery, Disposition, Outgoing
 from .models import registry
-from .reconcile import LedgerRecorder, MoneyCall, Step
+from .reconcile import AttemptCount, LedgerRecorder, MoneyCall, Step
 from .results import Outcome, Result, build_result, result_body
 from .settings import Settings
 from .topology import (
@@ -67,6 +67,8 @@ class Context:
     prepared: ev.PreparedEvent
     record: EventRecord
     retry: int  # retries so far, from the message header
+    fresh: bool = False  # first sight of the event: it has no attempts before this delivery
+    count: AttemptCount = field(default_factory=AttemptCount)
 
     @property
     def event_id(self) -> str:
@@ -138,7 +140,7 @@ class Processor:
     ) -> Disposition:
         retry = _int_header(delivery.headers, H_RETRY)
         own = begin.record if begin.kind in ("new", "existing") else self._own(prepared)
-        ctx = Context(delivery, prepared, own, retry)
+        ctx = Context(delivery, prepared, own, retry, fresh=begin.kind == "new")
         if own.state is EventState.COMPLETED:
             return self._republish(ctx)
         if begin.kind == "conflict":
@@ -206,7 +208,8 @@ class Processor:
                             data=reply.data)  # fmt: skip
 
     def _money(self, ctx: Context) -> Disposition:
-        money = MoneyCall(self.ledger, self.client, ctx.prepared, self.clock)
+        money = MoneyCall(self.ledger, self.client, ctx.prepared, self.clock,
+                          fresh=ctx.fresh, count=ctx.count)  # fmt: skip
         step = money.step()
         return replace(self._after_step(ctx, money, step), reconciliation=step.reconciliation)
 
@@ -223,7 +226,7 @@ class Processor:
         return self._retry(ctx, step.reason, EventState.RECONCILING)
 
     def _recorder(self, ctx: Context, purpose: str) -> LedgerRecorder:
-        return LedgerRecorder(self.ledger, ctx.event_id, purpose, self.clock)
+        return LedgerRecorder(self.ledger, ctx.event_id, purpose, self.clock, ctx.count)
 
     def _rejected(self, ctx: Context, exc: PlatformRejected) -> Disposition:
         return self._finish(ctx, Outcome.FAILED, rt_code=exc.rt_code, rt_msg=exc.rt_msg,
@@ -317,16 +320,24 @@ class Processor:
         now = self.clock()
         result = build_result(
             event_id=ctx.event_id, event_type=ctx.event_type, trans_code=ctx.prepared.trans_code,
-            outcome=outcome, at=now, attempts=len(self.ledger.attempts(ctx.event_id)),
+            outcome=outcome, at=now, attempts=self._attempts_made(ctx),
             rt_code=rt_code, rt_msg=rt_msg, data=data, errors=errors,
         )  # fmt: skip
         stored = self.ledger.complete_event(
             ctx.event_id, outcome.value, result.model_dump(mode="json"), now,
             keys=ev.trace_keys(data) if data else None, release_owner=self.owner,
         )  # fmt: skip
-        final = Result.model_validate(stored.result)
+        # first writer wins: publish what the ledger holds, which is ours unless another
+        # worker completed the event first
+        mine = stored.result and stored.result.get("resultId") == result.resultId
+        final = result if mine else Result.model_validate(stored.result)
         return self._publish_result(ctx.event_id, final, final.outcome.value,
                                     occurred_at=ctx.prepared.event.occurredAt)  # fmt: skip
+
+    def _attempts_made(self, ctx: Context) -> int:
+        if ctx.fresh:
+            return ctx.count.total
+        return len(self.ledger.attempts(ctx.event_id))
 
     def _publish_result(
         self, event_id: str, result: Result, label: str, occurred_at: datetime | None = None

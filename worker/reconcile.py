@@ -15,6 +15,7 @@ A money call (HOS00003 pay, HOS00004 refund, HOS00014 settle) moves one step per
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -30,13 +31,28 @@ from .results import Outcome
 NOT_FOUND = "1000"  # PROTOCOL.md: rtCode 1000 on a status query means "no such order"
 
 
+class AttemptCount:
+    """The attempts this delivery made, so an event seen for the first time needs no read of
+    its attempts from the ledger (it had none before)."""
+
+    def __init__(self) -> None:
+        self.by_purpose: Counter[str] = Counter()
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_purpose.values())
+
+
 class LedgerRecorder:
     """Records each attempt in the ledger: committed before the request is sent."""
 
-    def __init__(self, ledger: Ledger, event_id: str, purpose: str, clock: Clock) -> None:
+    def __init__(self, ledger: Ledger, event_id: str, purpose: str, clock: Clock,
+                 count: AttemptCount | None = None) -> None:  # fmt: skip
         self.ledger, self.event_id, self.purpose, self.clock = ledger, event_id, purpose, clock
+        self.count = count or AttemptCount()
 
     def started(self, attempt: Attempt) -> object:
+        self.count.by_purpose[self.purpose] += 1
         return self.ledger.start_attempt(
             self.event_id, attempt.trans_code, attempt.platform_seq_id,
             self.purpose, attempt.sent_at,  # type: ignore[arg-type]
@@ -72,10 +88,15 @@ class MoneyCall:
         client: PlatformClient,
         prepared: ev.PreparedEvent,
         clock: Clock,
+        *,
+        fresh: bool = False,
+        count: AttemptCount | None = None,
     ) -> None:
         self.ledger, self.client, self.prepared, self.clock = ledger, client, prepared, clock
         self.event_id = prepared.event.eventId
         self.transaction = registry.get_transaction(prepared.trans_code)
+        self.fresh = fresh  # first sight of the event: no attempts before this delivery
+        self.count = count or AttemptCount()
 
     def step(self) -> Step:
         last = self._last_call()
@@ -84,14 +105,18 @@ class MoneyCall:
         return self._query()
 
     def status_queries(self) -> int:
+        if self.fresh:
+            return self.count.by_purpose["status_query"]
         return sum(1 for a in self.ledger.attempts(self.event_id) if a.purpose == "status_query")
 
     def _last_call(self) -> AttemptRecord | None:
+        if self.fresh:
+            return None
         calls = [a for a in self.ledger.attempts(self.event_id) if a.purpose == "call"]
         return calls[-1] if calls else None
 
     def _recorder(self, purpose: str) -> LedgerRecorder:
-        return LedgerRecorder(self.ledger, self.event_id, purpose, self.clock)
+        return LedgerRecorder(self.ledger, self.event_id, purpose, self.clock, self.count)
 
     def _send(self) -> Step:
         try:
