@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import socket
+import uuid
+from collections.abc import Iterator
 from urllib.parse import urlparse
 
 import pytest
@@ -45,3 +47,18 @@ def rabbitmq_url() -> str:
 def postgres_url() -> str:
     url = os.environ.get("HUIMIN_TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL)
     return _require(url, 5432, "PostgreSQL")
+
+
+@pytest.fixture(scope="module")
+def vhost(request: pytest.FixtureRequest, rabbitmq_url: str) -> Iterator[str]:
+    """A throw-away RabbitMQ vhost for one test module: its queues start empty, and what a
+    test leaves behind never reaches another module."""
+    from tests.worker_harness import create_vhost, delete_vhost, vhost_url
+
+    module = request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_")
+    name = f"huimin-{module}-{uuid.uuid4().hex[:8]}"
+    create_vhost(name)
+    try:
+        yield vhost_url(rabbitmq_url, name)
+    finally:
+        delete_vhost(name)

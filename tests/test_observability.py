@@ -35,12 +35,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.worker_harness import (
     Backend,
-    create_vhost,
-    delete_vhost,
-    postgres_schema,
+    backend_for,
     sqlite_url,
     start_worker,
-    vhost_url,
 )
 from worker.app import Worker, start_health_server
 from worker.his import HisSide, ReceivedResult
@@ -81,26 +78,12 @@ def run_promtool(promtool: str, *args: str, stdin: str | None = None,
 # --- backends (as in tests/test_worker.py, on fewer combinations) ---------------------------
 
 
-@pytest.fixture(scope="module")
-def vhost(rabbitmq_url: str) -> Iterator[str]:
-    name = f"huimin-obs-{uuid.uuid4().hex[:8]}"
-    create_vhost(name)
-    try:
-        yield vhost_url(rabbitmq_url, name)
-    finally:
-        delete_vhost(name)
 
 
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    broker, ledger = request.param.split("-")
-    broker_url = None if broker == "memory" else request.getfixturevalue("vhost")
-    memory = MemoryBroker() if broker == "memory" else None
-    if ledger == "sqlite":
-        yield Backend(request.param, broker_url, sqlite_url(tmp_path), memory)
-        return
-    with postgres_schema(request.getfixturevalue("postgres_url")) as url:
-        yield Backend(request.param, broker_url, url, memory)
+    with backend_for(request.param, request, tmp_path) as chosen:
+        yield chosen
 
 
 @pytest.fixture

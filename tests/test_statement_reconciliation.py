@@ -32,13 +32,10 @@ from hypothesis import strategies as st
 
 from tests.worker_harness import (
     Backend,
-    create_vhost,
-    delete_vhost,
-    postgres_schema,
+    backend_for,
     running,
     sqlite_url,
     start_worker,
-    vhost_url,
 )
 from worker.app import Worker
 from worker.cli import main
@@ -458,23 +455,12 @@ def test_an_order_the_platform_lost_is_missing_on_platform(
 # --- clean days, the schedule and idempotency --------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def vhost(rabbitmq_url: str) -> Iterator[str]:
-    name = f"huimin-statement-{uuid.uuid4().hex[:8]}"
-    create_vhost(name)
-    try:
-        yield vhost_url(rabbitmq_url, name)
-    finally:
-        delete_vhost(name)
 
 
 @pytest.fixture(params=["memory-sqlite", "rabbitmq-postgres"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    if request.param == "memory-sqlite":
-        yield memory_backend(tmp_path)
-        return
-    with postgres_schema(request.getfixturevalue("postgres_url")) as url:
-        yield Backend(request.param, request.getfixturevalue("vhost"), url)
+    with backend_for(request.param, request, tmp_path) as chosen:
+        yield chosen
 
 
 def test_a_clean_day_through_the_real_worker_is_reconciled_once(

@@ -20,13 +20,9 @@ from tests.test_dlq import Cli
 from tests.test_worker import event, example, new_order_id
 from tests.worker_harness import (
     Backend,
-    create_vhost,
-    delete_vhost,
-    postgres_schema,
+    backend_for,
     running,
-    sqlite_url,
     start_worker,
-    vhost_url,
 )
 from worker.cli import build_parser
 from worker.his import AmqpHis
@@ -36,23 +32,10 @@ from worker.settings import Settings
 from worker.simulator.server import SimulatorHandle, run_in_thread
 
 
-@pytest.fixture(scope="module")
-def vhost(rabbitmq_url: str) -> Iterator[str]:
-    name = f"huimin-trace-{uuid.uuid4().hex[:8]}"
-    create_vhost(name)
-    try:
-        yield vhost_url(rabbitmq_url, name)
-    finally:
-        delete_vhost(name)
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def backend(request: pytest.FixtureRequest, vhost: str, tmp_path: Path) -> Iterator[Backend]:
-    if request.param == "sqlite":
-        yield Backend("rabbitmq-sqlite", vhost, sqlite_url(tmp_path))
-        return
-    with postgres_schema(request.getfixturevalue("postgres_url")) as url:
-        yield Backend("rabbitmq-postgres", vhost, url)
+@pytest.fixture(params=["rabbitmq-sqlite", "rabbitmq-postgres"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    with backend_for(request.param, request, tmp_path) as chosen:
+        yield chosen
 
 
 @pytest.fixture

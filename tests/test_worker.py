@@ -17,13 +17,9 @@ import pytest
 
 from tests.worker_harness import (
     Backend,
-    create_vhost,
-    delete_vhost,
-    postgres_schema,
+    backend_for,
     running,
-    sqlite_url,
     start_worker,
-    vhost_url,
 )
 from worker.his import HisSide, ReceivedResult
 from worker.models.examples import EXAMPLES
@@ -33,28 +29,10 @@ from worker.topology import H_REASON
 BACKENDS = ["memory-sqlite", "rabbitmq-sqlite", "rabbitmq-postgres"]
 
 
-@pytest.fixture(scope="module")
-def vhost(rabbitmq_url: str) -> Iterator[str]:
-    name = f"huimin-test-{uuid.uuid4().hex[:8]}"
-    create_vhost(name)
-    try:
-        yield vhost_url(rabbitmq_url, name)
-    finally:
-        delete_vhost(name)
-
-
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    broker, ledger = request.param.split("-")
-    from worker.transport.memory import MemoryBroker
-
-    broker_url = None if broker == "memory" else request.getfixturevalue("vhost")
-    memory = MemoryBroker() if broker == "memory" else None
-    if ledger == "sqlite":
-        yield Backend(request.param, broker_url, sqlite_url(tmp_path), memory)
-        return
-    with postgres_schema(request.getfixturevalue("postgres_url")) as url:
-        yield Backend(request.param, broker_url, url, memory)
+    with backend_for(request.param, request, tmp_path) as chosen:
+        yield chosen
 
 
 @pytest.fixture

@@ -92,6 +92,20 @@ class Backend:
         return ledger
 
 
+@contextmanager
+def backend_for(kind: str, request: Any, tmp_path: Path) -> Iterator[Backend]:
+    """`memory-sqlite`, `rabbitmq-sqlite` or `rabbitmq-postgres`, from pytest's fixtures (the
+    module's `vhost` and `postgres_url` are only requested when the backend needs them)."""
+    broker, ledger = kind.split("-")
+    broker_url = None if broker == "memory" else request.getfixturevalue("vhost")
+    memory = MemoryBroker() if broker == "memory" else None
+    if ledger == "sqlite":
+        yield Backend(kind, broker_url, sqlite_url(tmp_path), memory)
+        return
+    with postgres_schema(request.getfixturevalue("postgres_url")) as url:
+        yield Backend(kind, broker_url, url, memory)
+
+
 def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'ledger.db'}"
 
