@@ -10,11 +10,20 @@ from pydantic import ValidationError
 
 from ..errors import ConfigurationError
 from ..settings import Settings
-from . import demo_cmd, dlq_cmd, envelope_cmd, run_cmd, simulate_cmd, statement_cmd, trace_cmd
+from . import (
+    demo_cmd,
+    dlq_cmd,
+    envelope_cmd,
+    reconcile_cmd,
+    run_cmd,
+    simulate_cmd,
+    statement_cmd,
+    trace_cmd,
+)
 
 #: each module adds its sub-commands; a command is `func(args, settings) -> exit code`
-COMMAND_MODULES = [demo_cmd, dlq_cmd, envelope_cmd, run_cmd, simulate_cmd, statement_cmd,
-                   trace_cmd]
+COMMAND_MODULES = [demo_cmd, dlq_cmd, envelope_cmd, reconcile_cmd, run_cmd, simulate_cmd,
+                   statement_cmd, trace_cmd]
 Command = Callable[[argparse.Namespace, Settings], int]
 
 
