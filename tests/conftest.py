@@ -69,3 +69,17 @@ def vhost(request: pytest.FixtureRequest, rabbitmq_url: str) -> Iterator[str]:
         yield vhost_url(rabbitmq_url, name)
     finally:
         delete_vhost(name)
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]):  # type: ignore[no-untyped-def]
+    """Runs `huimin-worker ARGS...` with explicit settings; returns (exit code, stdout)."""
+    from worker.cli import build_parser
+
+    def run(settings, *argv: str) -> tuple[int, str]:  # type: ignore[no-untyped-def]
+        capsys.readouterr()
+        args = build_parser().parse_args(list(argv))
+        code = args.func(args, settings)
+        return code, capsys.readouterr().out
+
+    return run

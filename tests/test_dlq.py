@@ -25,7 +25,6 @@ from tests.worker_harness import (
     running,
     start_worker,
 )
-from worker.cli import build_parser
 from worker.errors import BrokerUnavailable, ConfigurationError
 from worker.his import AmqpHis, ReceivedResult
 from worker.ledger.base import EventState, Ledger, NewEvent
@@ -79,17 +78,6 @@ def ledger(backend: Backend) -> Iterator[Ledger]:
     opened.close()
 
 
-@pytest.fixture
-def cli(capsys: pytest.CaptureFixture[str]) -> Cli:
-    """Runs `huimin-worker ARGS...` with explicit settings; returns (exit code, stdout)."""
-
-    def run(settings: Settings, *argv: str) -> tuple[int, str]:
-        capsys.readouterr()
-        args = build_parser().parse_args(list(argv))
-        code = args.func(args, settings)
-        return code, capsys.readouterr().out
-
-    return run
 
 
 # --- helpers (test_trace.py uses them too) -------------------------------------------------------

@@ -24,7 +24,6 @@ from tests.worker_harness import (
     running,
     start_worker,
 )
-from worker.cli import build_parser
 from worker.his import AmqpHis
 from worker.ledger.base import Ledger, NewEvent, open_ledger
 from worker.ops.trace import render_text, trace
@@ -57,15 +56,6 @@ def his(backend: Backend, settings: Settings) -> Iterator[AmqpHis]:
     side.close()
 
 
-@pytest.fixture
-def cli(capsys: pytest.CaptureFixture[str]) -> Cli:
-    def run(settings: Settings, *argv: str) -> tuple[int, str]:
-        capsys.readouterr()
-        args = build_parser().parse_args(list(argv))
-        code = args.func(args, settings)
-        return code, capsys.readouterr().out
-
-    return run
 
 
 def timeline(cli: Cli, settings: Settings, key: str) -> dict[str, Any]:
