@@ -19,6 +19,7 @@ dead-letter target of its own, so reaching a limit would DROP dead letters (docs
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -69,9 +70,11 @@ class DeadLetterQueue:
     """A short-lived connection for one operator command. Not thread-safe (py-amqp)."""
 
     def __init__(self, url: str, *, queue: str = DEAD_LETTER_QUEUE,
-                 connect_timeout: float = 10.0, confirm_timeout: float = 10.0) -> None:  # fmt: skip
+                 connect_timeout: float = 10.0, confirm_timeout: float = 10.0,
+                 settle_timeout: float = 5.0) -> None:  # fmt: skip
         self.queue = queue
         self._confirm_timeout = confirm_timeout
+        self._settle_timeout = settle_timeout
         self._returned: list[str] = []
         with _converted("cannot connect to RabbitMQ"):
             # heartbeat 0: a rate-limited replay sleeps between messages without ticking
@@ -116,10 +119,22 @@ class DeadLetterQueue:
             self._channel.basic_ack(message.tag)
 
     def release(self, messages: list[QueuedMessage]) -> None:
-        """Give messages back to the queue untouched (a redelivery for RabbitMQ)."""
+        """Give messages back to the queue untouched (a redelivery for RabbitMQ), and wait until
+        RabbitMQ counts them ready again: a reject has no reply, and a quorum queue requeues
+        asynchronously, so without the wait the next command could browse a queue that looks
+        (briefly) empty. Waits at most `settle_timeout`; the messages are safe either way."""
+        if not messages:
+            return
         with _converted(f"returning messages to {self.queue}"):
+            expected = self.ready_count() + len(messages)
             for message in messages:
                 self._channel.basic_reject(message.tag, requeue=True)
+            self._wait_until_ready(expected)
+
+    def _wait_until_ready(self, expected: int) -> None:
+        deadline = time.monotonic() + self._settle_timeout
+        while self.ready_count() < expected and time.monotonic() < deadline:
+            time.sleep(0.02)  # another command may have taken some meanwhile: hence the deadline
 
     # --- writing ---------------------------------------------------------------------------------
 
