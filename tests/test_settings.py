@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from worker.client import build_transport
+from worker.client import build_download_transport, build_transport, tls_context
 from worker.errors import ConfigurationError
 from worker.settings import SANDBOX_SECRET, Settings
 
@@ -60,9 +60,11 @@ def test_per_transcode_urls_override_the_endpoint() -> None:
 
 
 def test_tls_verification_is_on_and_takes_a_ca_bundle(tmp_path: Path) -> None:
-    transport = build_transport(Settings())
-    pool = transport._pool  # httpcore's pool holds the SSL context it will use
-    assert pool._ssl_context.verify_mode is ssl.CERT_REQUIRED
+    assert tls_context(Settings()).verify_mode is ssl.CERT_REQUIRED
+    assert tls_context(Settings()).check_hostname
+    assert tls_context(Settings(tls_verify=False)).verify_mode is ssl.CERT_NONE
     missing = tmp_path / "missing-ca.pem"
     with pytest.raises(ConfigurationError, match="HUIMIN_TLS"):
         build_transport(Settings(tls_ca_bundle=missing))
+    with pytest.raises(ConfigurationError, match="HUIMIN_TLS"):
+        build_download_transport(Settings(tls_ca_bundle=missing))

@@ -13,7 +13,7 @@ from datetime import timedelta
 import httpx
 from prometheus_client import CollectorRegistry
 
-from .client import Attempt, ClientObserver, PlatformClient, build_transport
+from .client import Attempt, ClientObserver, PlatformClient, build_download_transport
 from .clock import Clock, system_clock
 from .engine import Engine, EngineConfig, EngineObserver, Handler
 from .health import HealthServer, worker_checks
@@ -97,7 +97,8 @@ def build_worker(
     if settings.statement_enabled:
         # downloads the statement file from wherever the platform's settleFileUrl points
         statement_http = httpx.Client(
-            transport=platform_transport or build_transport(settings), follow_redirects=True,
+            transport=platform_transport or build_download_transport(settings),
+            follow_redirects=True,
             timeout=httpx.Timeout(settings.read_timeout_s, connect=settings.connect_timeout_s),
         )  # fmt: skip
         statement = StatementJob(settings, ledger, client, clock=clock, http=statement_http,

@@ -39,6 +39,7 @@ from .errors import (
     PlatformUnavailable,
     ValidationFailed,
 )
+from .http_transport import StdlibTransport
 from .models import registry
 from .outcomes import Verdict, judge_rt_code
 from .settings import Settings
@@ -109,19 +110,24 @@ class _Resend(Exception):
         self.error = error
 
 
-def build_transport(settings: Settings) -> httpx.HTTPTransport:
-    """The production transport: TLS verification on unless explicitly disabled."""
-    verify: ssl.SSLContext | bool = settings.tls_verify
-    if settings.tls_verify:
-        verify = _tls_context(settings)
-    # Keep a connection alive per handler thread: httpx keeps 20 by default, and every call
-    # beyond that would pay for a new TCP (and TLS) connection.
-    limits = httpx.Limits(max_connections=None,
-                          max_keepalive_connections=settings.concurrency + 4)  # fmt: skip
-    return httpx.HTTPTransport(verify=verify, retries=0, limits=limits)
+def build_transport(settings: Settings) -> httpx.BaseTransport:
+    """Platform calls: TLS verification on unless explicitly disabled, and a keep-alive
+    connection for every handler thread (http_transport.py says why not httpcore)."""
+    return StdlibTransport(ssl_context=tls_context(settings), max_idle=settings.concurrency + 4)
 
 
-def _tls_context(settings: Settings) -> ssl.SSLContext:
+def build_download_transport(settings: Settings) -> httpx.BaseTransport:
+    """Statement files: httpx's own transport, which streams (statement.py enforces a size
+    limit while it reads), with the same TLS settings."""
+    return httpx.HTTPTransport(verify=tls_context(settings), retries=0)
+
+
+def tls_context(settings: Settings) -> ssl.SSLContext:
+    if not settings.tls_verify:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
     try:
         context = ssl.create_default_context(cafile=settings.tls_ca_bundle)
         if settings.tls_client_cert:

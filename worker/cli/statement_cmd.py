@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from ..client import PlatformClient, build_transport
+from ..client import PlatformClient, build_download_transport
 from ..clock import system_clock
 from ..errors import BrokerUnavailable, HuiminError
 from ..ledger.base import open_ledger
@@ -94,7 +94,7 @@ def _statement_job(settings: Settings) -> Iterator[StatementJob]:
 def _download_client(settings: Settings) -> httpx.Client:
     timeout = httpx.Timeout(connect=settings.connect_timeout_s, read=settings.read_timeout_s,
                             write=settings.write_timeout_s, pool=settings.connect_timeout_s)
-    return httpx.Client(transport=build_transport(settings), timeout=timeout)
+    return httpx.Client(transport=build_download_transport(settings), timeout=timeout)
 
 
 def _deliver(job: StatementJob, run: StatementRun, settings: Settings, publish: bool) -> None:
