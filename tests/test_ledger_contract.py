@@ -12,6 +12,7 @@ import sqlite3
 import threading
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 
 import psycopg
@@ -464,6 +465,19 @@ def test_an_attempt_puts_its_event_in_flight_or_reconciling(ledger: Ledger) -> N
     assert ledger.get_event("e-state").state is EventState.IN_FLIGHT
     ledger.start_attempt("e-state", "HOS00012", "SEQSTATE0002", "status_query", at(2))
     assert ledger.get_event("e-state").state is EventState.RECONCILING
+
+
+def test_a_new_event_can_arrive_already_leased(ledger: Ledger) -> None:
+    leased = replace(event("E-LEASED"), lease_owner="w1", lease_until=at(60))
+    assert ledger.begin_event(leased).kind == "new"
+    record = ledger.get_event("E-LEASED")
+    assert record is not None and (record.lease_owner, record.lease_until) == ("w1", at(60))
+    assert not ledger.try_lease("E-LEASED", "w2", until=at(90), at=at(30))  # held by w1
+    assert ledger.try_lease("E-LEASED", "w1", until=at(90), at=at(30))  # its own
+    # a redelivery's begin_event leaves the holder's lease alone
+    again = replace(event("E-LEASED"), lease_owner="w2", lease_until=at(500))
+    assert ledger.begin_event(again).kind != "new"
+    assert ledger.get_event("E-LEASED").lease_owner == "w1"
 
 
 def test_completion_adds_keys_and_releases_the_lease_in_one_step(ledger: Ledger) -> None:

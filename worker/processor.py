@@ -124,6 +124,7 @@ class Processor:
         return self._after_begin(delivery, prepared, begin)
 
     def _new_event(self, prepared: ev.PreparedEvent) -> NewEvent:
+        now = self.clock()
         return NewEvent(
             event_id=prepared.event.eventId,
             event_type=prepared.event.type,
@@ -132,7 +133,9 @@ class Processor:
             payload_hash=prepared.payload_hash,
             business_key=prepared.business_key,
             keys=prepared.keys,
-            received_at=self.clock(),
+            received_at=now,
+            lease_owner=self.owner,
+            lease_until=now + self.lease,
         )
 
     def _after_begin(
@@ -182,13 +185,16 @@ class Processor:
     # --- doing the work -----------------------------------------------------------------------
 
     def _leased(self, ctx: Context) -> Disposition:
-        now = self.clock()
-        if not self.ledger.try_lease(ctx.event_id, self.owner, now + self.lease, now):
+        if not ctx.fresh and not self._lease(ctx.event_id):  # a new event came leased
             return self._retry(ctx, "another worker holds this event")
         try:
             return self._work(ctx)
         except GiveUp as exc:
             return self._give_up(ctx, exc)
+
+    def _lease(self, event_id: str) -> bool:
+        now = self.clock()
+        return self.ledger.try_lease(event_id, self.owner, now + self.lease, now)
 
     def _work(self, ctx: Context) -> Disposition:
         transaction = registry.get_transaction(ctx.prepared.trans_code)

@@ -56,6 +56,10 @@ class NewEvent:
     business_key: str | None  # "HOS00003:ORD2026..."; None for events that move no money
     keys: Mapping[str, str]  # trace keys: {"orderId": ..., "treatmentSerialNo": ...}
     received_at: datetime
+    # a new event is inserted already leased to the worker that received it: one transaction
+    # fewer per event than begin_event + try_lease (an existing event is leased as before)
+    lease_owner: str | None = None
+    lease_until: datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -147,8 +147,8 @@ class Statements:
     # first transaction and then does nothing, which is what makes begin_event race-free.
     insert_event: str = (
         "INSERT INTO huimin_events (event_id, event_type, trans_code, payload, payload_hash,"
-        " business_key, state, received_at, updated_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, 'received', ?, ?) ON CONFLICT (event_id) DO NOTHING"
+        " business_key, state, received_at, updated_at, lease_owner, lease_until)"
+        " VALUES (?, ?, ?, ?, ?, ?, 'received', ?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING"
     )
     redelivered: str = (
         "UPDATE huimin_events SET delivery_count = delivery_count + 1 WHERE event_id = ?"

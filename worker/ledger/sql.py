@@ -91,8 +91,10 @@ class SqlLedger:
 
     def begin_event(self, event: NewEvent) -> Begin:
         received = self._time(event.received_at)
+        until = None if event.lease_until is None else self._time(event.lease_until)
         row = (event.event_id, event.event_type, event.trans_code, self._json(event.payload),
-               event.payload_hash, event.business_key, received, received)  # fmt: skip
+               event.payload_hash, event.business_key, received, received, event.lease_owner,
+               until)  # fmt: skip
         # SQLite: BEGIN IMMEDIATE; PostgreSQL: the unique constraints. Either way exactly one
         # caller inserts, and the others see its committed row.
         with self._write() as db:
