@@ -8,7 +8,8 @@
 A delivery is acked only after the ledger was updated and every message of its Disposition was
 confirmed. A nacked or timed-out confirm returns the delivery to its queue (the redelivery
 republishes the stored result). The I/O thread keeps polling while handlers wait on the
-platform, so heartbeats keep flowing. Connection loss: reconnect with backoff; deliveries of the
+platform, so heartbeats keep flowing; a handler that finishes wakes it (transport.wake), so it
+needs no busy polling. Connection loss: reconnect with backoff; deliveries of the
 old connection are abandoned (RabbitMQ redelivers them). Stop: cancel consumers, let in-flight
 handlers finish and their confirms arrive within the deadline, then close.
 """
@@ -31,6 +32,9 @@ from .topology import Topology
 from .transport import Transport
 
 log = logging.getLogger(__name__)
+
+#: the longest the I/O thread waits when nothing arrives (heartbeats, deadlines, periodic jobs)
+_POLL_TIMEOUT_S = 0.05
 
 Handler = Callable[[Delivery], Disposition]
 Job = Callable[[], Disposition | None]
@@ -124,6 +128,7 @@ class Engine:
 
     def stop(self) -> None:
         self.stop_requested.set()
+        self.transport.wake()
 
     def run(self) -> None:
         """Consume until stop() is called; then drain within the deadline. Blocks."""
@@ -168,10 +173,10 @@ class Engine:
             self._turn()
 
     def _turn(self) -> None:
-        # Short polls while anything is in progress: a handler finishing cannot interrupt a
-        # blocking poll, so the poll timeout bounds how long its result waits to be published.
-        busy = self._busy or self._aux_busy or self._groups or self._inbox
-        self.transport.poll(0.001 if busy else 0.05)
+        # Deliveries and confirms end a poll as they arrive, and a handler that finishes
+        # wakes it (transport.wake): the timeout only paces heartbeats, confirm deadlines and
+        # the periodic jobs.
+        self.transport.poll(_POLL_TIMEOUT_S)
         self._settle_confirms()
         self._dispatch()
         self._carry_out_finished()
@@ -201,6 +206,7 @@ class Engine:
         except BaseException as exc:  # noqa: BLE001 - a handler bug must not kill the engine
             log.exception("handler failed")
             self._finished.put(_Finished(generation, delivery, None, 0.0, exc, aux=aux))
+        self.transport.wake()  # its Disposition waits for the I/O thread
 
     def _carry_out_finished(self) -> None:
         while True:

@@ -38,7 +38,12 @@ class Transport(Protocol):
     def nack(self, tag: object, requeue: bool) -> None: ...
 
     def poll(self, timeout: float) -> None:
-        """Process incoming frames (deliveries, confirms) and heartbeats for up to `timeout`."""
+        """Process incoming frames (deliveries, confirms) and heartbeats for up to `timeout`;
+        returns early when something arrived or `wake()` was called."""
+
+    def wake(self) -> None:
+        """Cut a poll() short, from any thread (a handler finished: its result waits to be
+        published). A wake while no poll runs cuts the next one short."""
 
     def close(self) -> None: ...
 

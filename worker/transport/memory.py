@@ -153,6 +153,7 @@ class MemoryTransport:
         self._tags = itertools.count(1)
         self._seq = 0
         self._pending_confirms: list[int] = []
+        self._woken = False  # guarded by broker._lock
 
     @property
     def connected(self) -> bool:
@@ -200,8 +201,15 @@ class MemoryTransport:
         self._flush_confirms()
         if not self._deliver_some():
             with self.broker._lock:
-                self.broker._lock.wait(timeout)
+                if not self._woken:
+                    self.broker._lock.wait(timeout)
+                self._woken = False
             self._deliver_some()
+
+    def wake(self) -> None:
+        with self.broker._lock:
+            self._woken = True
+            self.broker._lock.notify_all()
 
     def close(self) -> None:
         with self.broker._lock:
