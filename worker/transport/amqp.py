@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import select
 import socket
+import threading
 from typing import Any
 
 import amqp
@@ -48,6 +49,9 @@ class AmqpTransport:
         # per connection: made by connect(), closed by close().
         self._wake_r: socket.socket | None = None
         self._wake_w: socket.socket | None = None
+        # wake() (any thread) and closing the pair (the I/O thread) never overlap: a send on
+        # a descriptor closed meanwhile could land in whatever socket reused its number
+        self._wake_lock = threading.Lock()
 
     @property
     def connected(self) -> bool:
@@ -66,7 +70,8 @@ class AmqpTransport:
         except CONNECTION_ERRORS as exc:
             raise BrokerUnavailable(f"cannot connect to RabbitMQ: {exc!r}") from exc
         self._publish_seq = 0
-        self._wake_r, self._wake_w = _wake_pair()
+        with self._wake_lock:
+            self._wake_r, self._wake_w = _wake_pair()
         self._publish_channel.events["basic_ack"].add(self._acked)
         self._publish_channel.events["basic_nack"].add(self._nacked)
 
@@ -151,19 +156,20 @@ class AmqpTransport:
         return sock in readable
 
     def wake(self) -> None:
-        writer = self._wake_w
-        if writer is None:
-            return  # not connected: no poll to cut short
-        try:
-            writer.send(b"\0")
-        except OSError:
-            pass  # full (a wake is pending anyway), or closed by a reconnect: harmless
+        with self._wake_lock:
+            if self._wake_w is None:
+                return  # not connected: no poll to cut short
+            try:
+                self._wake_w.send(b"\0")
+            except OSError:
+                pass  # the pair is full: a wake is pending anyway
 
     def close(self) -> None:
-        for end in (self._wake_r, self._wake_w):
-            if end is not None:
-                end.close()
-        self._wake_r = self._wake_w = None
+        with self._wake_lock:
+            for end in (self._wake_r, self._wake_w):
+                if end is not None:
+                    end.close()
+            self._wake_r = self._wake_w = None
         conn, self._conn = self._conn, None
         self._consumer_tags.clear()
         if conn is not None:
