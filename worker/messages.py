@@ -65,3 +65,20 @@ class Disposition:
         """How the delivery finished, one word for logs and the metrics' `outcome` label: the
         outcome it decided, else what it did (retry, requeued, republished, dead_lettered)."""
         return self.outcome or self.label or "other"
+
+
+#: headers RabbitMQ sets when it dead-letters or redelivers: its own bookkeeping, never copied
+#: onto a message we publish (carried over, they confuse that bookkeeping)
+BROKER_HEADER_PREFIXES = ("x-death", "x-first-death", "x-last-death", "x-delivery")
+
+
+def without_broker_headers(headers: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in headers.items() if not k.startswith(BROKER_HEADER_PREFIXES)}
+
+
+def int_header(headers: Mapping[str, Any], name: str) -> int:
+    """A counter carried in a header: 0 when absent, negative or unreadable."""
+    try:
+        return max(0, int(headers.get(name, 0)))
+    except (TypeError, ValueError):
+        return 0

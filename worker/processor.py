@@ -34,7 +34,7 @@ from .errors import (
     RetryLater,
 )
 from .ledger.base import Begin, EventRecord, EventState, Ledger, NewEvent
-from .messages import Delivery, Disposition, Outgoing
+from .messages import Delivery, Disposition, Outgoing, int_header, without_broker_headers
 from .models import registry
 from .reconcile import AttemptCount, LedgerRecorder, MoneyCall, Step
 from .results import Outcome, Result, build_result, result_body
@@ -141,7 +141,7 @@ class Processor:
     def _after_begin(
         self, delivery: Delivery, prepared: ev.PreparedEvent, begin: Begin
     ) -> Disposition:
-        retry = _int_header(delivery.headers, H_RETRY)
+        retry = int_header(delivery.headers, H_RETRY)
         own = begin.record if begin.kind in ("new", "existing") else self._own(prepared)
         ctx = Context(delivery, prepared, own, retry, fresh=begin.kind == "new")
         if own.state is EventState.COMPLETED:
@@ -260,7 +260,7 @@ class Processor:
         self.ledger.release_lease(ctx.event_id, self.owner)
         headers = {**ctx.delivery.headers, H_RETRY: ctx.retry + 1,
                    H_ROUTING_KEY: ctx.event_type}  # fmt: skip
-        message = Outgoing("", step.queue, ctx.delivery.body, _clean(headers),
+        message = Outgoing("", step.queue, ctx.delivery.body, without_broker_headers(headers),
                            message_id=ctx.event_id, expiration_ms=step.expiration_ms)
         return Disposition((message,), event_id=ctx.event_id, event_type=ctx.event_type,
                            label="retry", retry=ctx.retry + 1,
@@ -314,7 +314,7 @@ class Processor:
             H_ROUTING_KEY: delivery.headers.get(H_ROUTING_KEY) or delivery.routing_key,
             H_WORK_QUEUE: work_queue_for(event_type or "") or delivery.queue,
         }  # fmt: skip
-        return Outgoing("", DEAD_LETTER_QUEUE, delivery.body, _clean(headers),
+        return Outgoing("", DEAD_LETTER_QUEUE, delivery.body, without_broker_headers(headers),
                         message_id=event_id)  # fmt: skip
 
     def _finish(
@@ -391,19 +391,6 @@ def _check_routing(event: ev.Event, delivery: Delivery) -> None:
     if routed != event.type:
         message = f"event type {event.type!r} was published with routing key {routed!r}"
         raise InvalidEvent(message, (FieldError("type", message),))
-
-
-def _int_header(headers: Any, name: str) -> int:
-    try:
-        return max(0, int(headers.get(name, 0)))
-    except (TypeError, ValueError):
-        return 0
-
-
-def _clean(headers: dict[str, Any]) -> dict[str, Any]:
-    # x-death and friends are RabbitMQ's to set; carrying them over confuses its bookkeeping
-    return {k: v for k, v in headers.items() if not k.startswith(("x-death", "x-first-death",
-                                                                 "x-last-death", "x-delivery"))}
 
 
 def _describe(exc: InvalidEvent) -> str:

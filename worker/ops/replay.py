@@ -38,7 +38,7 @@ from ..clock import Clock
 from ..errors import ConfigurationError, InvalidEvent
 from ..ledger.base import EventRecord, EventState, Ledger, NewEvent
 from ..logs import mask
-from ..messages import Outgoing
+from ..messages import Outgoing, without_broker_headers
 from ..processor import INVALID_PAYLOAD_HASH
 from ..settings import Settings
 from ..topology import (
@@ -66,7 +66,6 @@ ACTION_TEXT: dict[str, str] = {
 }
 #: the dead-lettering's own headers, and RabbitMQ's bookkeeping, do not travel with a replay
 _DROPPED = (H_REASON, H_ERROR, H_ATTEMPTS, H_WORK_QUEUE, H_RETRY)
-_DROPPED_PREFIXES = ("x-death", "x-first-death", "x-last-death", "x-delivery")
 INVALID_HASH = INVALID_PAYLOAD_HASH  # how the processor records an event it found invalid
 
 
@@ -274,8 +273,8 @@ def marker_detail(letter: DeadLetter, target: Target, action: str, operator: str
 
 
 def replay_message(letter: DeadLetter, target: Target, operator: str) -> Outgoing:
-    kept = {k: v for k, v in letter.message.headers.items()
-            if k not in _DROPPED and not k.startswith(_DROPPED_PREFIXES)}  # fmt: skip
+    kept = {k: v for k, v in without_broker_headers(letter.message.headers).items()
+            if k not in _DROPPED}  # fmt: skip
     headers = {**kept, H_ROUTING_KEY: target.routing_key, H_REPLAYS: letter.replays + 1,
                H_REPLAYED_BY: operator}  # fmt: skip
     return Outgoing("", target.work_queue, letter.message.body, headers,
