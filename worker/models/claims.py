@@ -1,8 +1,9 @@
 """Commercial-insurance claims (quick / direct claims): spec 3.2.11 - 3.2.19.
 
 The hospital uploads patient data, the medical record, fees, invoices, reports and images,
-then submits (HOS00027) or cancels (HOS00026) the case and follows it with HOS00029.
-Except HOS00029, the spec gives these calls an empty response table (`EmptyResponse`).
+then submits (HOS00027) or cancels (HOS00026) the case and follows it with HOS00029 (those,
+and the image upload HOS00028, are in claim_cases.py). The spec gives the uploads an empty
+response table (`EmptyResponse`).
 """
 
 from __future__ import annotations
@@ -12,12 +13,10 @@ from typing import Annotated
 from pydantic import ConfigDict, Field, StrictInt, ValidationInfo, field_validator
 
 from worker.models.base import (
-    Base64Text,
     Decimal12x4,
     Decimal12x6,
     FenText,
     FenText12,
-    HospitalId,
     HospitalMessage,
     IsoDate,
     IsoDateTime,
@@ -25,7 +24,6 @@ from worker.models.base import (
     Name2to10,
     Opt,
     PercentText,
-    PlatformMessage,
     QuantityText,
     SerialNo,
     must_match,
@@ -36,20 +34,15 @@ from worker.models.base import (
 from worker.models.enums import (
     GENDER_INT_CODES,
     AdmissionStatus,
-    ClaimNode,
-    ClaimType,
     DiagnosisType,
     DischargeOutcome,
     Flag01,
     Gender,
-    ImageType,
     MedCategory,
     OneOrTwo,
     ReceiptEntryMode,
     ReceiptUploadType,
     ReimbursementCategory,
-    UploadStatus,
-    VerifyStatus,
     VisitType,
     YesNo,
 )
@@ -367,50 +360,3 @@ class ExaminationReportRequest(HospitalMessage):
     reportingDoctor: Name2to10
     reviewingDoctor: Name2to10
     examinationList: Opt[list[Examination]] = None
-
-
-# --- 3.2.16 HOS00026 案件撤销, 3.2.17 HOS00027 保险理赔 ---------------------------------
-
-
-class CancelClaimRequest(HospitalMessage):
-    treatmentSerialNo: SerialNo
-    idNo: IdNo18
-
-
-class SubmitClaimRequest(HospitalMessage):
-    treatmentSerialNo: SerialNo
-    idNo: IdNo18
-    status: UploadStatus
-
-
-# --- 3.2.18 HOS00028 影像上传 -----------------------------------------------------------
-
-
-class ImageUploadRequest(HospitalMessage):
-    treatmentSerialNo: SerialNo
-    idNo: IdNo18
-    fileType: Annotated[str, up_to(3), must_match("(?i)jpg|png|pdf", "jpg, png or pdf")]
-    imageBase64: Base64Text  # the spec's length 2000 cannot hold a 3 MB image: not enforced
-    imageType: ImageType
-    verifyStatus: VerifyStatus
-    branchNo: Opt[Annotated[str, up_to(1)]] = None
-    clerkNo: Opt[Annotated[str, up_to(1)]] = None
-    sysSource: Opt[Annotated[str, up_to(1)]] = None
-    acceptChannel: Opt[Annotated[str, up_to(1)]] = None
-
-
-# --- 3.2.19 HOS00029 查询案件状态 -------------------------------------------------------
-
-
-class ClaimStatusRequest(HospitalMessage):
-    treatmentSerialNo: SerialNo
-    idNo: IdNo18
-    hospitalId: HospitalId
-
-
-class ClaimStatusResponse(PlatformMessage):
-    treatmentSerialNo: SerialNo
-    claimNode: ClaimNode
-    insuranceId: Annotated[str, up_to(8)]
-    insuranceName: Text64  # spec: 8, too short for insurers' names
-    claimType: ClaimType

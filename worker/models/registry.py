@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ValidationError
 
 from worker.errors import AbolishedTransaction, FieldError, UnknownTransaction, ValidationFailed
-from worker.models import claims, inbound, payment, settlement
+from worker.models import claim_cases, claims, inbound, payment, settlement
 from worker.models.base import EmptyResponse
 
 
@@ -76,13 +76,13 @@ _ALL = (
     _out("HOS00023", "3.2.14", "electronic invoices", claims.InvoiceRequest, EmptyResponse),
     _out("HOS00024", "3.2.15", "examination reports", claims.ExaminationReportRequest,
          EmptyResponse),
-    _out("HOS00026", "3.2.16", "cancel claim case", claims.CancelClaimRequest, EmptyResponse,
+    _out("HOS00026", "3.2.16", "cancel claim case", claim_cases.CancelClaimRequest, EmptyResponse,
          status_query="HOS00029"),
-    _out("HOS00027", "3.2.17", "submit claim", claims.SubmitClaimRequest, EmptyResponse,
+    _out("HOS00027", "3.2.17", "submit claim", claim_cases.SubmitClaimRequest, EmptyResponse,
          status_query="HOS00029"),
-    _out("HOS00028", "3.2.18", "image upload", claims.ImageUploadRequest, EmptyResponse),
-    _out("HOS00029", "3.2.19", "claim case status", claims.ClaimStatusRequest,
-         claims.ClaimStatusResponse, is_query=True),
+    _out("HOS00028", "3.2.18", "image upload", claim_cases.ImageUploadRequest, EmptyResponse),
+    _out("HOS00029", "3.2.19", "claim case status", claim_cases.ClaimStatusRequest,
+         claim_cases.ClaimStatusResponse, is_query=True),
     _in("HIS00002", "3.1.2", "authorisation letter", inbound.AuthorisationLetterRequest,
         inbound.AuthorisationLetterResponse),
     _in("HIS00003", "3.1.3", "visit records", inbound.VisitRecordsRequest,
