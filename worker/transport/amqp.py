@@ -50,8 +50,9 @@ class AmqpTransport:
         self._wake_r: socket.socket | None = None
         self._wake_w: socket.socket | None = None
         # wake() (any thread) and closing the pair (the I/O thread) never overlap: a send on
-        # a descriptor closed meanwhile could land in whatever socket reused its number
-        self._wake_lock = threading.Lock()
+        # a descriptor closed meanwhile could land in whatever socket reused its number.
+        # Reentrant: a second SIGTERM's handler may call wake() inside the first one's.
+        self._wake_lock = threading.RLock()
 
     @property
     def connected(self) -> bool:
