@@ -45,6 +45,8 @@ from .outcomes import Verdict, judge_rt_code
 from .settings import Settings
 
 SeqIdFactory = Callable[[], str]
+#: more URLs than settings can name: a caller passing arbitrary ones is not cached
+_MAX_PARSED_URLS = 64
 _JSON_HEADERS = {"Content-Type": "application/json"}
 new_seq_id = envelope.new_seq_id
 
@@ -159,6 +161,7 @@ class PlatformClient:
         # The transport is called directly, without httpx.Client: one POST to a fixed URL needs
         # no cookies, redirects or auth flows, and skipping them halves the client's CPU.
         self._transport = transport or build_transport(settings)
+        self._parsed_urls: dict[str, httpx.URL] = {}
         self._timeout = httpx.Timeout(
             connect=settings.connect_timeout_s,
             read=settings.read_timeout_s,
@@ -171,7 +174,7 @@ class PlatformClient:
 
     def post(self, url: str, body: bytes) -> httpx.Response:
         """One POST of an envelope; the answer is read in full before it is returned."""
-        request = httpx.Request("POST", url, content=body, headers=_JSON_HEADERS,
+        request = httpx.Request("POST", self._url(url), content=body, headers=_JSON_HEADERS,
                                 extensions={"timeout": self._timeout})  # fmt: skip
         response = self._transport.handle_request(request)
         try:
@@ -179,6 +182,16 @@ class PlatformClient:
         finally:
             response.close()
         return response
+
+    def _url(self, url: str) -> httpx.URL:
+        """Parsed once: the platform's few URLs come from settings, and httpx's URL parser
+        cost as much CPU per call as the rest of the request's construction."""
+        parsed = self._parsed_urls.get(url)
+        if parsed is None:
+            parsed = httpx.URL(url)
+            if len(self._parsed_urls) < _MAX_PARSED_URLS:
+                self._parsed_urls[url] = parsed
+        return parsed
 
     def __enter__(self) -> PlatformClient:
         return self

@@ -143,6 +143,7 @@ class Statements:
     semantics (lease expiry, first writer wins, ...) cannot drift apart."""
 
     get_event: str = f"SELECT {EVENT_COLUMNS} FROM huimin_events WHERE event_id = ?"
+    event_exists: str = "SELECT 1 FROM huimin_events WHERE event_id = ?"
     # ON CONFLICT DO NOTHING + rowcount: on PostgreSQL a concurrent inserter waits for the
     # first transaction and then does nothing, which is what makes begin_event race-free.
     insert_event: str = (

@@ -83,6 +83,11 @@ class SqlLedger:
             raise UnknownEvent(event_id)
         return record
 
+    def _must_exist(self, db: Db, event_id: str) -> None:
+        """_must_get without reading the record (its payload and result are JSON to parse)."""
+        if db.execute(self.SQL.event_exists, (event_id,)).fetchone() is None:
+            raise UnknownEvent(event_id)
+
     def _holder(self, db: Db, business_key: str | None) -> EventRecord | None:
         if business_key is None:
             return None
@@ -168,7 +173,7 @@ class SqlLedger:
         params = (event_id, trans_code, platform_seq_id, purpose, self._time(at))
         state = EventState.IN_FLIGHT if purpose == "call" else EventState.RECONCILING
         with self._write(durable=True) as db:
-            self._must_get(db, event_id)
+            self._must_exist(db, event_id)
             try:
                 # fetchall: the statement runs to completion before the next one
                 rows = db.execute(self.SQL.insert_attempt + " RETURNING attempt_id",
