@@ -83,3 +83,46 @@ def cli(capsys: pytest.CaptureFixture[str]):  # type: ignore[no-untyped-def]
         return code, capsys.readouterr().out
 
     return run
+
+
+# --- the worker's integration fixtures, shared by the test modules that drive a worker --------
+# A module overrides any of them by defining its own (test_worker.py runs in memory as well);
+# `SIMULATOR_SEED` at module level picks the simulator's seed (default 7).
+
+
+@pytest.fixture(params=["rabbitmq-sqlite", "rabbitmq-postgres"])
+def backend(request: pytest.FixtureRequest, tmp_path):  # type: ignore[no-untyped-def]
+    """RabbitMQ, with each ledger: what the operations tools (dlq, trace, reconcile) run on."""
+    from tests.worker_harness import backend_for
+
+    with backend_for(request.param, request, tmp_path) as chosen:
+        yield chosen
+
+
+@pytest.fixture
+def memory_backend(tmp_path):  # type: ignore[no-untyped-def]
+    """The in-memory broker and a SQLite ledger: no services needed."""
+    from tests.worker_harness import Backend, sqlite_url
+    from worker.transport.memory import MemoryBroker
+
+    return Backend("memory-sqlite", None, sqlite_url(tmp_path), MemoryBroker())
+
+
+@pytest.fixture
+def simulator(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+    """The platform simulator on loopback, in a thread of this process."""
+    from worker.simulator.server import run_in_thread
+
+    with run_in_thread(seed=getattr(request.module, "SIMULATOR_SEED", 7)) as handle:
+        yield handle
+
+
+@pytest.fixture
+def his(backend, settings):  # type: ignore[no-untyped-def]
+    """The HIS side on RabbitMQ: declares the topology and purges every queue."""
+    from worker.his import AmqpHis
+
+    side = backend.his(settings)
+    assert isinstance(side, AmqpHis)
+    yield side
+    side.close()

@@ -21,7 +21,6 @@ import pytest
 from tests.test_worker import event, example, new_order_id
 from tests.worker_harness import (
     Backend,
-    backend_for,
     running,
     start_worker,
 )
@@ -31,7 +30,7 @@ from worker.ledger.base import EventState, Ledger, NewEvent
 from worker.ops.broker import DeadLetterQueue
 from worker.ops.dlq import opened_ledger
 from worker.settings import Settings
-from worker.simulator.server import SimulatorHandle, run_in_thread
+from worker.simulator.server import SimulatorHandle
 from worker.topology import (
     DEAD_LETTER_QUEUE,
     H_ATTEMPTS,
@@ -42,33 +41,12 @@ from worker.topology import (
 )
 
 Cli = Callable[..., tuple[int, str]]
-
-
-
-
-@pytest.fixture(params=["rabbitmq-sqlite", "rabbitmq-postgres"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    with backend_for(request.param, request, tmp_path) as chosen:
-        yield chosen
-
-
-@pytest.fixture
-def simulator() -> Iterator[SimulatorHandle]:
-    with run_in_thread(seed=11) as handle:
-        yield handle
+SIMULATOR_SEED = 11  # the simulator fixture (conftest.py)
 
 
 @pytest.fixture
 def settings(backend: Backend, simulator: SimulatorHandle) -> Settings:
     return backend.settings(simulator.base_url + "/api", max_attempts=2)
-
-
-@pytest.fixture
-def his(backend: Backend, settings: Settings) -> Iterator[AmqpHis]:
-    side = backend.his(settings)  # declares the topology and purges every queue
-    assert isinstance(side, AmqpHis)
-    yield side
-    side.close()
 
 
 @pytest.fixture

@@ -6,11 +6,8 @@ import json
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-
-import pytest
 
 from tests.test_worker import event, example, new_order_id
 from tests.worker_harness import (
@@ -25,17 +22,13 @@ from tests.worker_harness import (
 from worker.clock import FixedClock
 from worker.events import WorkClass, parse_event, prepare
 from worker.ledger.base import EventState, NewEvent, open_ledger
-from worker.simulator.server import SimulatorHandle, run_in_thread
+from worker.simulator.server import SimulatorHandle
 from worker.sweeper import Sweeper
 from worker.topology import work_queue_name
 from worker.transport.amqp import AmqpTransport
 from worker.transport.memory import MemoryBroker
 
-
-@pytest.fixture
-def simulator() -> Iterator[SimulatorHandle]:
-    with run_in_thread(seed=3) as handle:
-        yield handle
+SIMULATOR_SEED = 3  # the simulator fixture (conftest.py)
 
 
 def wait_until(condition, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]

@@ -13,9 +13,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,7 +21,7 @@ from prometheus_client import CollectorRegistry
 
 from tests.test_observability import get as http_get
 from tests.test_observability import obs_settings, scrape, serving, value, wait_until
-from tests.worker_harness import Backend, sqlite_url, start_worker
+from tests.worker_harness import Backend, start_worker
 from worker.app import run_until_signalled, start_health_server
 from worker.client import Attempt
 from worker.errors import LedgerUnavailable
@@ -36,8 +34,7 @@ from worker.metrics import (
     retry_label,
     rt_code_label,
 )
-from worker.simulator.server import SimulatorHandle, run_in_thread
-from worker.transport.memory import MemoryBroker
+from worker.simulator.server import SimulatorHandle
 
 NOW = datetime(2025, 9, 1, 8, 30, tzinfo=UTC)
 
@@ -278,17 +275,6 @@ def test_readiness_names_the_broker_the_ledger_and_draining() -> None:
 
 
 # --- the probes on a running worker ---------------------------------------------------------
-
-
-@pytest.fixture
-def memory_backend(tmp_path: Path) -> Backend:
-    return Backend("memory-sqlite", None, sqlite_url(tmp_path), MemoryBroker())
-
-
-@pytest.fixture
-def simulator() -> Iterator[SimulatorHandle]:
-    with run_in_thread(seed=7) as handle:
-        yield handle
 
 
 def test_readyz_fails_while_the_broker_is_down_and_recovers(

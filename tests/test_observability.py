@@ -36,14 +36,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.worker_harness import (
     Backend,
     backend_for,
-    sqlite_url,
     start_worker,
 )
 from worker.app import Worker, start_health_server
 from worker.his import HisSide, ReceivedResult
 from worker.models.examples import EXAMPLES
-from worker.simulator.server import SimulatorHandle, run_in_thread
-from worker.transport.memory import MemoryBroker
+from worker.simulator.server import SimulatorHandle
 
 ROOT = Path(__file__).resolve().parents[1]
 ALERTS = ROOT / "helm" / "huimin-worker" / "files" / "alerts.yaml"
@@ -84,17 +82,6 @@ def run_promtool(promtool: str, *args: str, stdin: str | None = None,
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
     with backend_for(request.param, request, tmp_path) as chosen:
         yield chosen
-
-
-@pytest.fixture
-def memory_backend(tmp_path: Path) -> Backend:
-    return Backend("memory-sqlite", None, sqlite_url(tmp_path), MemoryBroker())
-
-
-@pytest.fixture
-def simulator() -> Iterator[SimulatorHandle]:
-    with run_in_thread(seed=7) as handle:
-        yield handle
 
 
 # --- running the worker with its health server -----------------------------------------------

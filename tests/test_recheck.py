@@ -2,27 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
 from tests.test_worker import event, example, new_order_id
-from tests.worker_harness import Backend, backend_for, running, start_worker
+from tests.worker_harness import Backend, running, start_worker
 from worker.cli import main
-from worker.simulator.server import SimulatorHandle, run_in_thread
+from worker.simulator.server import SimulatorHandle
 
-
-@pytest.fixture(params=["rabbitmq-sqlite", "rabbitmq-postgres"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    with backend_for(request.param, request, tmp_path) as chosen:
-        yield chosen
-
-
-@pytest.fixture
-def simulator() -> Iterator[SimulatorHandle]:
-    with run_in_thread(seed=21) as handle:
-        yield handle
+SIMULATOR_SEED = 21  # the simulator fixture (conftest.py)
 
 
 def _cli_env(monkeypatch: pytest.MonkeyPatch, backend: Backend, platform_url: str) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,6 @@ from tests.test_dlq import Cli
 from tests.test_worker import event, example, new_order_id
 from tests.worker_harness import (
     Backend,
-    backend_for,
     running,
     start_worker,
 )
@@ -28,32 +26,14 @@ from worker.his import AmqpHis
 from worker.ledger.base import Ledger, NewEvent, open_ledger
 from worker.ops.trace import render_text, trace
 from worker.settings import Settings
-from worker.simulator.server import SimulatorHandle, run_in_thread
+from worker.simulator.server import SimulatorHandle
 
-
-@pytest.fixture(params=["rabbitmq-sqlite", "rabbitmq-postgres"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    with backend_for(request.param, request, tmp_path) as chosen:
-        yield chosen
-
-
-@pytest.fixture
-def simulator() -> Iterator[SimulatorHandle]:
-    with run_in_thread(seed=5) as handle:
-        yield handle
+SIMULATOR_SEED = 5  # the simulator fixture (conftest.py)
 
 
 @pytest.fixture
 def settings(backend: Backend, simulator: SimulatorHandle) -> Settings:
     return backend.settings(simulator.base_url + "/api")
-
-
-@pytest.fixture
-def his(backend: Backend, settings: Settings) -> Iterator[AmqpHis]:
-    side = backend.his(settings)
-    assert isinstance(side, AmqpHis)
-    yield side
-    side.close()
 
 
 

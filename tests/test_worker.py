@@ -23,7 +23,7 @@ from tests.worker_harness import (
 )
 from worker.his import HisSide, ReceivedResult
 from worker.models.examples import EXAMPLES
-from worker.simulator.server import SimulatorHandle, run_in_thread
+from worker.simulator.server import SimulatorHandle
 from worker.topology import H_REASON
 
 BACKENDS = ["memory-sqlite", "rabbitmq-sqlite", "rabbitmq-postgres"]
@@ -33,12 +33,6 @@ BACKENDS = ["memory-sqlite", "rabbitmq-sqlite", "rabbitmq-postgres"]
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
     with backend_for(request.param, request, tmp_path) as chosen:
         yield chosen
-
-
-@pytest.fixture
-def simulator() -> Iterator[SimulatorHandle]:
-    with run_in_thread(seed=7) as handle:
-        yield handle
 
 
 @pytest.fixture
