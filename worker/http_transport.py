@@ -64,7 +64,7 @@ class StdlibTransport(httpx.BaseTransport):
             conn.close()
             raise
         self._checkin(origin, conn, response)
-        return httpx.Response(response.status, headers=response.getheaders(),
+        return httpx.Response(response.status, headers=response.headers,
                               content=response.data, request=request)  # fmt: skip
 
     def close(self) -> None:
@@ -126,9 +126,6 @@ class _Answer:
         if len(self.data) > max_bytes:
             raise httpx.RemoteProtocolError(f"response larger than {max_bytes} bytes")
         self.will_close = response.will_close
-
-    def getheaders(self) -> list[tuple[str, str]]:
-        return self.headers
 
 
 def _exchange(conn: Connection, request: httpx.Request,
