@@ -224,13 +224,28 @@ def worker_rate(url: str, platform_url: str, workdir: Path, count: int, concurre
         bodies = payments(count)
         channel.confirm_select()
         start = time.monotonic()
-        for body in bodies:
-            channel._basic_publish(amqp.Message(body, delivery_mode=2, message_id="x",
-                                                content_type="application/json"),
-                                   exchange="his.events", routing_key="payment.requested")
+        publish_bodies(channel, bodies)
         end = _wait_depth(channel, "bench.results", count, 600)
     conn.close()
     return count / (end - start)
+
+
+def publish_bodies(channel: Any, bodies: list[bytes]) -> None:
+    """As the HIS does: to his.events, routing key = the event type (confirms not awaited)."""
+    for body in bodies:
+        channel._basic_publish(amqp.Message(body, delivery_mode=2, message_id="x",
+                                            content_type="application/json"),
+                               exchange="his.events", routing_key="payment.requested")
+
+
+def publish_payments(url: str, count: int) -> None:
+    """`count` payments on a connection of their own (cpu_budget.py publishes from a thread)."""
+    conn = raw_connection(url)
+    channel = conn.channel()
+    channel.confirm_select()
+    publish_bodies(channel, payments(count))
+    time.sleep(1.0)  # let the last frames leave before the connection closes
+    conn.close()
 
 
 def _wait_consumers(channel: Any, queue: str, timeout: float = 30) -> None:
