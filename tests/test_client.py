@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import copy
+import socket
+import threading
+import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import httpx
@@ -200,6 +204,9 @@ class Observer:
     def verification_failed(self, direction: str, reason: str) -> None:
         self.failures.append((direction, reason))
 
+    def answer_mismatch(self, trans_code: str, field: str) -> None:
+        self.failures.append(("mismatch", field))
+
 
 def _forged() -> httpx.Response:
     answer = envelope.seal_response("0000", "ok", PAY.response, credentials=CREDS)
@@ -260,3 +267,77 @@ def test_the_reply_lists_every_attempt_including_the_successful_one() -> None:
     platform = FakePlatform([signed("4008", "dup"), signed("0000", "ok", PAY.response)])
     reply = client_for(platform).call("HOS00003", PAY.request)
     assert [a.outcome for a in reply.attempts] == ["retry_safe", "succeeded"]
+
+
+# --- one overall deadline per call (deadlines.py) -------------------------------------------------
+
+
+def _trickling_platform() -> Iterator[str]:
+    """A platform that reads the request and then answers one byte every 50 ms, forever."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=_trickle, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}/api"
+    finally:
+        listener.close()
+
+
+def _trickle(conn: socket.socket) -> None:
+    with conn:
+        try:
+            conn.recv(65536)
+            for byte in b"HTTP/1.1 200 OK\r\ncontent-length: 100000\r\n\r\n" + b"x" * 100000:
+                conn.sendall(bytes([byte]))
+                time.sleep(0.05)
+        except OSError:
+            pass
+
+
+@pytest.mark.parametrize(("code", "raised"), [("HOS00003", OutcomeUnknown),
+                                              ("HOS00001", PlatformUnavailable)])
+def test_a_trickled_answer_ends_at_the_calls_deadline(code: str, raised: type) -> None:
+    for url in _trickling_platform():
+        client = PlatformClient(settings(platform_url=url, call_deadline_s=0.5, read_timeout_s=5))
+        started = time.monotonic()
+        with pytest.raises(raised):
+            client.call(code, EXAMPLES[code].request)
+        assert time.monotonic() - started < 1.5
+        client.close()
+
+
+def test_retry_safe_resends_and_their_waits_all_fit_in_the_deadline() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))  # bound, never listening: every connect is refused
+        url = f"http://127.0.0.1:{probe.getsockname()[1]}/api"
+        log = Log()
+        client = PlatformClient(settings(platform_url=url, call_deadline_s=0.4), max_resends=100)
+        started = time.monotonic()
+        with pytest.raises(PlatformUnavailable):
+            client.call("HOS00003", PAY.request, recorder=log)
+        assert time.monotonic() - started < 0.4 + 0.2
+        assert 1 < len(log.begun) < 100  # resent, but stopped by the deadline, not the count
+
+
+def test_every_request_carries_the_deadline_and_timeouts_clamped_to_it() -> None:
+    seen: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return signed("0000", "ok", PAY.response)
+
+    client = PlatformClient(settings(call_deadline_s=2.0, read_timeout_s=30),
+                            transport=httpx.MockTransport(answer))  # fmt: skip
+    before = time.monotonic()
+    client.call("HOS00003", PAY.request)
+    extensions = seen[0].extensions
+    assert before + 1.5 < extensions["deadline"] <= time.monotonic() + 2.0
+    assert all(value <= 2.0 for value in extensions["timeout"].values())

@@ -574,7 +574,7 @@ def test_the_chart_s_own_alert_and_dashboard_files_render_when_present() -> None
 def test_monitoring_is_off_by_default() -> None:
     values = _yaml().safe_load((CHART / "values.yaml").read_text("utf-8"))
     for block in ("serviceMonitor", "prometheusRule", "grafanaDashboard",
-                  "podDisruptionBudget", "simulator"):
+                  "podDisruptionBudget", "simulator", "gateway"):
         assert values[block]["enabled"] is False, block
 
 
@@ -597,6 +597,54 @@ def test_the_simulator_needs_a_non_sandbox_secret() -> None:
     helm = _helm()
     with pytest.raises(helm.HelmRenderError, match="platformSecret"):
         render({"simulator": {"enabled": True}})
+
+
+# --- the inbound gateway ---------------------------------------------------------------------
+
+POSTGRES_LEDGER = {"secrets": {"platformSecret": "0123456789abcdef-test",
+                               "ledgerUrl": "postgresql://huimin@postgres/huimin"}}
+
+
+def test_the_gateway_serves_the_platform_behind_an_ingress_with_tls() -> None:
+    docs = render_case("gateway-values.yaml")
+    gateway = container(docs, "gateway")
+    assert gateway["args"] == ["gateway"]
+    assert gateway["envFrom"] == container(docs)["envFrom"], "same settings as the worker"
+    assert gateway["ports"] == [{"name": "gateway", "containerPort": 8701, "protocol": "TCP"}]
+    assert _config_map(docs)["data"]["HUIMIN_GATEWAY_PORT"] == "8701"
+    probes = (gateway["livenessProbe"]["httpGet"], gateway["readinessProbe"]["httpGet"])
+    assert probes == ({"path": "/healthz", "port": "gateway"},
+                      {"path": "/readyz", "port": "gateway"})  # fmt: skip
+    service = one(docs, "Service", "gateway")
+    assert service["spec"]["selector"]["app.kubernetes.io/component"] == "gateway"
+    assert one(docs, "Service", "worker")["spec"]["selector"][
+        "app.kubernetes.io/component"] == "worker", "the worker Service never selects gateways"
+    ingress = one(docs, "Ingress", "gateway")
+    assert ingress["spec"]["tls"] == [{"hosts": ["huimin.hospital.example"],
+                                       "secretName": "huimin-gateway-tls"}]  # fmt: skip
+    (rule,) = ingress["spec"]["rules"]
+    backend = rule["http"]["paths"][0]["backend"]["service"]
+    assert backend == {"name": service["metadata"]["name"], "port": {"name": "gateway"}}
+
+
+def test_the_gateway_is_off_by_default_and_has_no_ingress_unless_asked() -> None:
+    assert not [doc for doc in render_case("default")
+                if doc["metadata"]["labels"].get("app.kubernetes.io/component") == "gateway"]
+    docs = manifests(render({**POSTGRES_LEDGER, "gateway": {"enabled": True}}))
+    assert kinds([doc for doc in docs if doc["metadata"]["labels"].get(
+        "app.kubernetes.io/component") == "gateway"]) == ["Deployment", "Service"]
+
+
+def test_the_gateway_needs_a_postgres_ledger() -> None:
+    helm = _helm()
+    with pytest.raises(helm.HelmRenderError, match="PostgreSQL ledger"):
+        render({"gateway": {"enabled": True}})
+
+
+def test_the_gateway_ingress_needs_a_host() -> None:
+    helm = _helm()
+    with pytest.raises(helm.HelmRenderError, match="ingress.host"):
+        render({**POSTGRES_LEDGER, "gateway": {"enabled": True, "ingress": {"enabled": True}}})
 
 
 # --- documentation ------------------------------------------------------------------------------

@@ -441,3 +441,24 @@ def test_a_ledger_file_that_does_not_exist_is_a_configuration_error(tmp_path: Pa
     with pytest.raises(ConfigurationError), opened_ledger(settings):
         pass
     assert not (tmp_path / "nope.db").exists()  # not silently created empty
+
+
+def test_list_json_shows_each_message_key_and_purging_an_unreadable_letter_is_journaled(
+    backend: Backend, settings: Settings, his: AmqpHis, cli: Cli, ledger: Ledger
+) -> None:
+    with running(start_worker(backend, settings)):
+        his.publish(b"{not json", routing_key="payment.requested")  # no eventId to name it by
+        wait_until(lambda: dead_letter_count(settings) == 1, "the dead letter")
+    (message,) = listing(cli, settings)["messages"]
+    assert message["eventId"] is None
+    assert message["key"] == message["fingerprint"][:12]  # the handle --id takes, not "***"
+    code, text = cli(settings, "dlq", "purge", "--id", message["key"], "--yes",
+                     "--operator", "carol")  # fmt: skip
+    assert code == 0 and f"#{message['key']}" in text and "ledger journal: purged" in text
+    assert dead_letters_settle_at(settings, 0)
+    (entry,) = ledger.journal_by_kind("purged")
+    assert entry.event_id == f"#{message['key']}"
+    assert (entry.detail["operator"], entry.detail["message"]) == ("carol",
+                                                                   message["fingerprint"])
+    _, history = cli(settings, "dlq", "history")
+    assert f"#{message['key']}" in history and "carol" in history

@@ -12,6 +12,7 @@ import ipaddress
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -260,3 +261,97 @@ def test_https_to_an_untrusted_certificate_is_refused_before_sending(
     with echo_server(_server_context(certificate)) as (_, url):
         with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
             post(StdlibTransport(ssl_context=ssl.create_default_context()), url)
+
+
+# --- one overall deadline (deadlines.py) ---------------------------------------------------------
+
+
+def post_by(transport: StdlibTransport, url: str, deadline_in: float, body: bytes = b"{}",
+            timeout: dict[str, float] = TIMEOUT) -> httpx.Response:  # fmt: skip
+    extensions = {"timeout": timeout, "deadline": time.monotonic() + deadline_in}
+    request = httpx.Request("POST", url, content=body, extensions=extensions,
+                            headers={"content-type": "application/json"})  # fmt: skip
+    return transport.handle_request(request)
+
+
+def trickle(at_once: bytes, trickled: bytes, every: float = 0.05,
+            tls: ssl.SSLContext | None = None) -> Callable[[socket.socket], None]:  # fmt: skip
+    """A peer that reads the request, sends `at_once`, then `trickled` one byte at a time: each
+    read finishes well inside any per-read timeout, so only an overall deadline ends it."""
+
+    def behaviour(conn: socket.socket) -> None:
+        peer = tls.wrap_socket(conn, server_side=True) if tls else conn
+        try:
+            peer.recv(65536)
+            peer.sendall(at_once)
+            for i in range(len(trickled)):
+                peer.sendall(trickled[i : i + 1])
+                time.sleep(every)
+        except OSError:
+            pass  # the client gave up: what the test wants
+
+    return behaviour
+
+
+ANSWER_HEAD = b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n"
+
+
+@pytest.mark.parametrize(("at_once", "trickled"), [(b"", ANSWER_HEAD), (ANSWER_HEAD, b"x" * 1000)],
+                         ids=["trickled-headers", "trickled-body"])  # fmt: skip
+def test_a_peer_trickling_its_answer_is_cut_at_the_deadline(at_once: bytes,
+                                                            trickled: bytes) -> None:  # fmt: skip
+    with raw_server(trickle(at_once, trickled)) as url:
+        started = time.monotonic()
+        with pytest.raises(httpx.ReadTimeout):
+            post_by(StdlibTransport(), url, 0.5, timeout={**TIMEOUT, "read": 5.0})
+        assert 0.4 < time.monotonic() - started < 1.5
+
+
+def test_a_peer_trickling_over_tls_is_cut_at_the_deadline(certificate: tuple[Path, Path]) -> None:
+    trusted = ssl.create_default_context(cafile=str(certificate[0]))
+    with raw_server(trickle(ANSWER_HEAD, b"x" * 1000, tls=_server_context(certificate))) as url:
+        started = time.monotonic()
+        with pytest.raises(httpx.ReadTimeout):
+            post_by(StdlibTransport(ssl_context=trusted), url.replace("http:", "https:"), 0.7,
+                    timeout={**TIMEOUT, "read": 5.0})  # fmt: skip
+        assert time.monotonic() - started < 2.0
+
+
+def test_a_peer_that_stops_reading_a_large_body_is_cut_at_the_deadline() -> None:
+    def deaf(conn: socket.socket) -> None:
+        threading.Event().wait(3.0)  # never reads: the send buffers fill up
+
+    with raw_server(deaf) as url:
+        started = time.monotonic()
+        with pytest.raises(httpx.WriteTimeout):
+            post_by(StdlibTransport(), url, 0.5, body=b"x" * (32 * 1024 * 1024),
+                    timeout={**TIMEOUT, "write": 5.0})  # fmt: skip
+        assert time.monotonic() - started < 2.0
+
+
+def test_nothing_is_sent_once_the_deadline_has_passed() -> None:
+    with echo_server() as (_, url):
+        transport = StdlibTransport()
+        assert post_by(transport, url, 5.0).status_code == 200  # an idle connection to reuse
+        with pytest.raises(httpx.ConnectTimeout):  # ConnectTimeout: nothing sent, retry-safe
+            post_by(transport, url, -1.0)
+
+
+def test_with_a_deadline_keep_alive_still_reuses_the_plain_socket() -> None:
+    transport = StdlibTransport()
+    with echo_server() as (_, url):
+        first, second = post_by(transport, url, 5.0), post_by(transport, url, 5.0)
+        assert client_port(first) == client_port(second)
+        idle = [conn for conns in transport._idle.values() for conn in conns]
+        assert idle and all(isinstance(conn.sock, socket.socket) for conn in idle)
+
+
+def test_with_a_deadline_an_answer_that_closes_the_connection_is_read_in_full() -> None:
+    def closing(conn: socket.socket) -> None:
+        conn.recv(65536)
+        body = b"y" * 100_000
+        conn.sendall(b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: %d\r\n\r\n"
+                     % len(body) + body)  # fmt: skip
+
+    with raw_server(closing) as url:
+        assert post_by(StdlibTransport(), url, 5.0).content == b"y" * 100_000

@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import psycopg
 import pytest
 
-from worker.errors import ConfigurationError, LedgerUnavailable
+from worker.errors import ConfigurationError, LeaseLost, LedgerUnavailable
 from worker.ledger import (
     DuplicateSeqId,
     EventState,
@@ -348,6 +348,7 @@ def test_recent_events_and_stats(ledger: Ledger) -> None:
         "reconciling": 0,
         "waiting": 1,
         "completed": 1,
+        "parked": 0,
     }
 
 
@@ -557,3 +558,112 @@ def test_journal_by_kind_is_newest_first_and_filtered_by_time(ledger: Ledger) ->
     assert [e.event_id for e in ledger.journal_by_kind("replayed", limit=1)] == ["E4"]
     assert [e.detail for e in ledger.journal_by_kind("purged")] == [{"by": "b"}]
     assert ledger.journal_by_kind("nothing") == []
+
+
+# -- start_attempt as a compare-and-set on the lease (issue 8: leases that cannot overlap) --------
+
+
+def _leased(ledger: Ledger, event_id: str, owner: str = "a", until: float = 60) -> None:
+    ledger.begin_event(replace(event(event_id, business_key=None), lease_owner=owner,
+                               lease_until=at(until)))  # fmt: skip
+
+
+def test_an_attempt_under_a_live_lease_is_recorded_and_extends_the_lease(ledger: Ledger) -> None:
+    _leased(ledger, "L1", until=60)
+    ledger.start_attempt("L1", "HOS00003", "SEQ-L1-1", "call", at(10), owner="a",
+                         lease_until=at(100))  # fmt: skip
+    record = ledger.get_event("L1")
+    assert record is not None
+    assert (record.lease_owner, record.lease_until, record.state) == ("a", at(100),
+                                                                      EventState.IN_FLIGHT)
+    assert [a.platform_seq_id for a in ledger.attempts("L1")] == ["SEQ-L1-1"]
+    assert not ledger.try_lease("L1", "b", until=at(200), at=at(80))  # the call's lease holds
+
+
+def test_an_attempt_never_shortens_the_lease(ledger: Ledger) -> None:
+    _leased(ledger, "L2", until=100)
+    ledger.start_attempt("L2", "HOS00012", "SEQ-L2-1", "status_query", at(10), owner="a",
+                         lease_until=at(20))  # fmt: skip
+    record = ledger.get_event("L2")
+    assert record is not None and record.lease_until == at(100)
+    assert record.state is EventState.RECONCILING
+
+
+@pytest.mark.parametrize("case", ["other-owner", "expired", "taken-over", "completed",
+                                  "released"])  # fmt: skip
+def test_without_a_live_lease_nothing_is_recorded(ledger: Ledger, case: str) -> None:
+    _leased(ledger, "L3", until=60)
+    owner, now = "a", at(10)
+    if case == "other-owner":
+        owner = "b"
+    elif case == "expired":
+        now = at(60)  # lease_until is not after now
+    elif case == "taken-over":
+        assert ledger.try_lease("L3", "b", until=at(200), at=at(61))
+        now = at(62)
+    elif case == "completed":
+        ledger.complete_event("L3", "succeeded", {"resultId": "r"}, at(5))
+    else:
+        ledger.release_lease("L3", "a")
+    before = ledger.get_event("L3")
+    with pytest.raises(LeaseLost):
+        ledger.start_attempt("L3", "HOS00003", "SEQ-L3-1", "call", now, owner=owner,
+                             lease_until=now + timedelta(seconds=100))  # fmt: skip
+    assert ledger.attempts("L3") == []
+    after = ledger.get_event("L3")
+    assert after is not None and before is not None
+    assert (after.lease_owner, after.lease_until, after.state) == (
+        before.lease_owner, before.lease_until, before.state)
+
+
+def test_a_refused_seq_id_leaves_the_lease_as_it_was(ledger: Ledger) -> None:
+    _leased(ledger, "L4", until=60)
+    ledger.start_attempt("L4", "HOS00003", "SEQ-L4-1", "call", at(1), owner="a",
+                         lease_until=at(70))  # fmt: skip
+    with pytest.raises(DuplicateSeqId):
+        ledger.start_attempt("L4", "HOS00003", "SEQ-L4-1", "call", at(2), owner="a",
+                             lease_until=at(500))  # fmt: skip
+    record = ledger.get_event("L4")
+    assert record is not None and record.lease_until == at(70)
+
+
+def test_an_owned_attempt_on_an_unknown_event_is_a_caller_bug(ledger: Ledger) -> None:
+    with pytest.raises(UnknownEvent):
+        ledger.start_attempt("nope", "HOS00003", "SEQ-L5-1", "call", at(1), owner="a",
+                             lease_until=at(100))  # fmt: skip
+
+
+def test_racing_replicas_never_both_hold_the_event(ledger: Ledger,
+                                                   make_ledger: MakeLedger) -> None:  # fmt: skip
+    """Replica a records an attempt under its lease while replica b, whose clock runs ahead,
+    finds that lease expired and takes the event, at the same moment, on its own connections:
+    exactly one of them wins, every time, and a loser changes nothing."""
+    other = make_ledger()
+    for i in range(15):
+        event_id = f"R{i}"
+        _leased(ledger, event_id, until=0.5)
+        barrier, got = threading.Barrier(2), {}
+
+        def replica_a(event_id: str = event_id, got: dict = got,
+                      barrier: threading.Barrier = barrier) -> None:  # fmt: skip
+            barrier.wait()
+            try:
+                ledger.start_attempt(event_id, "HOS00003", f"SEQ-{event_id}", "call", at(0),
+                                     owner="a", lease_until=at(2))  # fmt: skip
+                got["a"] = True
+            except LeaseLost:
+                got["a"] = False
+
+        thread = threading.Thread(target=replica_a)
+        thread.start()
+        barrier.wait()
+        got["b"] = other.try_lease(event_id, "b", until=at(10), at=at(0.6))
+        thread.join()
+        assert got["a"] != got["b"], got
+        record = ledger.get_event(event_id)
+        assert record is not None
+        if got["a"]:
+            assert (record.lease_owner, record.lease_until) == ("a", at(2))
+        else:
+            assert (record.lease_owner, ledger.attempts(event_id)) == ("b", [])
+    other.close()

@@ -18,11 +18,16 @@ import subprocess
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic import BaseModel, Field, SecretStr, ValidationError
 
 from tests.test_observability import event, example, order_id
 from tests.worker_harness import (
@@ -35,7 +40,7 @@ from tests.worker_harness import (
     start_worker,
 )
 from worker.his import HisSide
-from worker.logs import configure_logging
+from worker.logs import configure_logging, mask
 from worker.models.examples import ID_NO, MOBILE
 from worker.settings import Settings
 from worker.simulator.server import SimulatorHandle, run_in_thread
@@ -194,3 +199,67 @@ def _assert_one_line_per_finished_delivery(lines: list[dict[str, Any]],
     assert (retry["outcome"], retry["retry"]) == ("retry", 1)
     assert (succeeded["outcome"], succeeded["attempts"]) == ("succeeded", 2)
     assert [line["outcome"] for line in by_role["paid"]] == ["succeeded"]
+
+
+# --- mask(): validation messages survive, personal data does not -------------------------------
+
+
+class _Shapes(BaseModel):
+    """Fields named like the ones mask() looks at, with the usual constraints: what a
+    validation error about them says is a message, not personal data or a secret."""
+
+    key: int = Field(ge=0, le=100)
+    secret: SecretStr = Field(min_length=16)
+    password: float
+    signToken: str = Field(pattern=r"^[A-Z0-9]{15}$")
+    platform_secret: str = Field(max_length=32)
+    eventId: str = Field(min_length=8)
+    amt: Decimal = Field(max_digits=12, decimal_places=2)
+    idType: Literal["01", "02"]
+    feeList: list[dict[str, int]] = Field(max_length=3)
+    occurredAt: datetime
+
+
+_ANY_INPUT = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=40),
+                       st.lists(st.integers(), max_size=5),
+                       st.dictionaries(st.text(max_size=5), st.integers(), max_size=3))
+_PERSONAL_CONTEXT = st.text(st.characters(blacklist_categories=("Nd", "Lu", "Ll", "Cs")),
+                            max_size=20)  # never a digit or a latin letter next to the number
+
+
+@given(st.dictionaries(st.sampled_from(sorted(_Shapes.model_fields)), _ANY_INPUT))
+def test_mask_keeps_pydantic_messages_and_field_names_intact(values: dict[str, Any]) -> None:
+    try:
+        _Shapes.model_validate(values)
+    except ValidationError as exc:
+        errors = exc.errors(include_input=False, include_url=False)
+    else:
+        return
+    for error in errors:
+        field = ".".join(str(part) for part in error["loc"])
+        for text in (f"{field}: {error['msg']}", f"{field}={error['msg']}",
+                     json.dumps({"field": field, "message": error["msg"]}, ensure_ascii=False),
+                     f'"{field}": "{error["msg"]}"'):
+            assert mask(text) == text
+
+
+@given(st.from_regex(r"[1-6]\d{5}(19|20)\d{2}(0[1-9]|1[0-2])(0[1-9]|[12]\d)\d{3}[\dX]",
+                     fullmatch=True),
+       st.from_regex(r"1[3-9]\d{9}", fullmatch=True), _PERSONAL_CONTEXT, _PERSONAL_CONTEXT)
+def test_mask_still_hides_id_and_phone_numbers(id_no: str, phone: str, before: str,
+                                               after: str) -> None:  # fmt: skip
+    for text in (f"{before}{id_no}{after}", f"{before}{phone}{after}",
+                 json.dumps({"idNo": id_no, "mobile": phone, "message": "Field required"})):
+        masked = mask(text)
+        assert id_no not in masked and phone not in masked
+    masked = f"{id_no[:6]}********{id_no[-4:]} {phone[:3]}****{phone[-4:]}"
+    assert mask(f"{id_no} {phone}") == masked
+
+
+def test_mask_hides_secrets_and_chinese_names_but_shows_a_dead_letter_key() -> None:
+    assert mask('{"userName": "张三丰", "key": "3f9a0c1d2e4b"}') == (
+        '{"userName": "张**", "key": "3f9a0c1d2e4b"}')
+    assert mask("a=1&b=2&key=4117E877F5FA0A01") == "a=1&b=2&key=***"  # the signing string
+    assert mask('secret=s3cr3t password: hunter2 "signToken": "TOK123"') == (
+        'secret=*** password: *** "signToken": "***"')
+    assert mask("platform_secret: Field required") == "platform_secret: Field required"

@@ -260,6 +260,7 @@ def test_the_endpoints_answer_what_the_checks_say() -> None:
 class FakeEngine:
     def __init__(self) -> None:
         self.ready, self.stop_requested = threading.Event(), threading.Event()
+        self.paused = threading.Event()
 
 
 def test_readiness_names_the_broker_the_ledger_and_draining() -> None:
@@ -271,6 +272,9 @@ def test_readiness_names_the_broker_the_ledger_and_draining() -> None:
     assert worker_checks(engine, FakeLedger(), lambda: thread).failing() == []  # type: ignore[arg-type]
     engine.stop_requested.set()
     assert worker_checks(engine, FakeLedger(), lambda: None).failing() == ["stopping"]  # type: ignore[arg-type]
+    engine.stop_requested.clear()
+    engine.paused.set()  # consuming paused by a ledger outage: not ready, even if it answers
+    assert worker_checks(engine, FakeLedger(), lambda: thread).failing() == ["paused"]  # type: ignore[arg-type]
     assert not worker_checks(engine, FakeLedger(), lambda: None).alive()  # type: ignore[arg-type]
 
 

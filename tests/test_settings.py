@@ -10,7 +10,13 @@ from pydantic import ValidationError
 
 from worker.client import build_download_transport, build_transport, tls_context
 from worker.errors import ConfigurationError
-from worker.settings import SANDBOX_SECRET, Settings
+from worker.settings import (
+    SANDBOX_SECRET,
+    Settings,
+    error_lines,
+    insecure_transport,
+    unknown_variables,
+)
 
 LIVE_SECRET = "A1B2C3D4E5F6A7B8C9D0E1F2A3B4C5D6"
 
@@ -68,3 +74,55 @@ def test_tls_verification_is_on_and_takes_a_ca_bundle(tmp_path: Path) -> None:
         build_transport(Settings(tls_ca_bundle=missing))
     with pytest.raises(ConfigurationError, match="HUIMIN_TLS"):
         build_download_transport(Settings(tls_ca_bundle=missing))
+
+
+def test_settings_errors_name_the_variable_and_never_quote_the_value(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("HUIMIN_PLATFORM_SECRET", "S3cr3t€WithStrayChar")
+    monkeypatch.setenv("HUIMIN_CONCURRENCY", "abc")
+    with pytest.raises(ValidationError) as raised:
+        Settings()
+    assert "S3cr3t" in str(raised.value)  # pydantic's own text quotes it: never print that
+    assert error_lines(raised.value) == [
+        "HUIMIN_PLATFORM_SECRET: must be at least 16 ASCII characters (spec 2.4 keys SM4 with "
+        "them)",
+        "HUIMIN_CONCURRENCY: Input should be a valid integer, unable to parse string as an "
+        "integer",
+    ]
+
+
+@pytest.mark.parametrize("url", ["amqp://guest:guest@localhost:5672//",
+                                 "amqps://u:p@mq.example:5671/v", "memory://"])
+def test_broker_urls_that_kombu_can_use_are_accepted(url: str) -> None:
+    assert Settings(broker_url=url).broker_url.get_secret_value() == url
+
+
+@pytest.mark.parametrize("url", ["http://u:p@mq:5672/", "amqp://u:p@mq:port/", "amqp:///v",
+                                 "localhost:5672"])
+def test_a_malformed_broker_url_is_a_settings_error(url: str) -> None:
+    with pytest.raises(ValidationError) as raised:
+        Settings(broker_url=url)
+    (line,) = error_lines(raised.value)
+    assert line.startswith("HUIMIN_BROKER_URL: ") and ":p@" not in line
+
+
+def test_unknown_huimin_variables_come_with_the_nearest_known_name() -> None:
+    environ = {"HUIMIN_LEDGER_ULR": "x", "HUIMIN_CONCURENCY": "8", "HUIMIN_ZZZ": "1",
+               "HUIMIN_LEDGER_URL": "sqlite:///x.db", "HUIMIN_TEST_BROKER_URL": "amqp://",
+               "PATH": "/bin"}  # fmt: skip
+    assert unknown_variables(environ) == [("HUIMIN_CONCURENCY", "HUIMIN_CONCURRENCY"),
+                                          ("HUIMIN_LEDGER_ULR", "HUIMIN_LEDGER_URL"),
+                                          ("HUIMIN_ZZZ", None)]  # fmt: skip
+
+
+def test_an_insecure_way_to_the_platform_is_recognised() -> None:
+    live = {"platform_secret": LIVE_SECRET}
+    assert insecure_transport(Settings()) == {"tls_verify_off": False, "plain_http": False}
+    assert insecure_transport(Settings(tls_verify=False)) == {"tls_verify_off": True,
+                                                              "plain_http": False}
+    assert insecure_transport(Settings(platform_url="http://[::1]:8600/api")) == {
+        "tls_verify_off": False, "plain_http": False}
+    plain = Settings(platform_url="https://p.example.cn/api", **live,
+                     platform_urls={"HOS00028": "http://img.example.cn/up"})  # fmt: skip
+    assert insecure_transport(plain)["plain_http"]

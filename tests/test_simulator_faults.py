@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from worker import answers
 from worker.errors import OutcomeUnknown, PlatformRejected, PlatformUnavailable
 from worker.simulator import SimulatorHandle, run_in_thread
 
@@ -83,6 +84,28 @@ def test_garbage_body_is_outcome_unknown(sim: SimulatorHandle) -> None:
     assert status_of(sim, order_id) == "02"
     sim.add_fault("garbage_body", "HOS00001", times=1, body="not json")
     assert httpx.post(sim.base_url + "/api", content=b"{}").status_code == 200
+
+
+@pytest.mark.parametrize("field", ["orderId", "amt", "orderStatus"])
+def test_a_replayed_answer_about_another_order_is_outcome_unknown(sim: SimulatorHandle,
+                                                                  field: str) -> None:  # fmt: skip
+    sim.add_fault("replay_answer", "HOS00003", times=1, field=field)
+    order_id = pay_with_unknown_outcome(sim)
+    assert status_of(sim, order_id) == "02"  # processed once; only the answer was not ours
+    assert sim.receipts(order_id) == 1
+
+
+def test_a_replayed_status_answer_is_retry_later(sim: SimulatorHandle) -> None:
+    order_id = unique("PAY")
+    body = pay(order_id, 1000)
+    with client_for(sim) as client:
+        client.call("HOS00003", body)
+        sim.add_fault("replay_answer", "HOS00012", times=1)
+        expect = answers.for_query("HOS00012", "HOS00003", body)
+        with pytest.raises(PlatformUnavailable):
+            client.call("HOS00012", order_query(order_id), expect=expect)
+        assert client.call("HOS00012", order_query(order_id), expect=expect).data["orderId"] \
+            == order_id  # fmt: skip
 
 
 def test_dropped_connection_before_processing(sim: SimulatorHandle) -> None:

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
+from worker import answers
 from worker.clock import CHINA_TZ, FixedClock
 from worker.errors import PlatformRejected
 from worker.models.examples import EXAMPLES
@@ -315,3 +316,22 @@ def test_statement_of_a_future_day_is_not_ready(sim: SimulatorHandle) -> None:
 def test_examples_replay_against_a_fresh_simulator(sim: SimulatorHandle) -> None:
     paid = call(sim, "HOS00003", EXAMPLES["HOS00003"].copy().request)
     assert paid["orderId"] == EXAMPLES["HOS00003"].request["orderId"]
+
+
+def test_every_money_answer_and_status_answer_echoes_what_was_asked(sim: SimulatorHandle) -> None:
+    """The simulator answers as answers.py expects (issue 8): the client checks the calls'
+    answers itself; the status queries are checked against the call they reconcile."""
+    paid_body = pay(unique("PAY"), 5000)
+    paid = call(sim, "HOS00003", paid_body)
+    refund_body = refund(unique("RFD"), paid["queryId"], 1200)
+    call(sim, "HOS00004", refund_body)
+    trial_id = trial(sim, paid["queryId"], settle_amt=3000, non_credit=0)["trialId"]
+    settle_body = settlement(trial_id, paid["queryId"], settle_amt=3000, non_credit=0)
+    call(sim, "HOS00014", settle_body)
+    asked = [("HOS00012", "HOS00003", paid_body, order_query(paid_body["orderId"])),
+             ("HOS00012", "HOS00004", refund_body, order_query(refund_body["orderId"])),
+             ("HOS00016", "HOS00014", settle_body,
+              request("HOS00016", orderId=settle_body["orderId"]))]  # fmt: skip
+    with client_for(sim) as client:
+        for query, code, body, query_body in asked:
+            client.call(query, query_body, expect=answers.for_query(query, code, body))

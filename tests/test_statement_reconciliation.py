@@ -21,6 +21,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
+from datetime import time as time_of_day
 from pathlib import Path
 from typing import Any
 
@@ -38,14 +39,15 @@ from tests.worker_harness import (
     start_worker,
 )
 from worker.app import Worker
-from worker.cli import main
+from worker.cli import build_parser
+from worker.cli.statement_cmd import statement_command
 from worker.client import PlatformClient
-from worker.clock import CHINA_TZ, FixedClock
+from worker.clock import CHINA_TZ, Clock, FixedClock
 from worker.engine import Engine
 from worker.his import AmqpHis, HisSide, ReceivedResult
 from worker.ledger.base import EventRecord, EventState
 from worker.models.examples import EXAMPLES
-from worker.ops.statement_job import LedgerScanTooLarge, StatementJob, report_path
+from worker.ops.statement_job import LedgerScanTooLarge, StatementJob, final_at, report_path
 from worker.ops.statement_recon import (
     Discrepancy,
     LedgerOrder,
@@ -583,14 +585,18 @@ def test_publish_confirmed_waits_for_the_confirm(tmp_path: Path) -> None:
     assert broker.get("seen") is not None
 
 
-def cli(*args: str) -> int:
-    return main(["statement", *args])
+def cli(*args: str, clock: Clock | None = None) -> int:
+    """`huimin-worker statement ARGS` with the environment's settings, at `clock` (default:
+    the day after today at 14:00 China time, when today's statement is final)."""
+    tomorrow = datetime.now(CHINA_TZ).date() + timedelta(days=1)
+    at = clock or FixedClock(datetime.combine(tomorrow, time_of_day(14, 0), tzinfo=CHINA_TZ))
+    return statement_command(build_parser().parse_args(["statement", *args]), Settings(), at)
 
 
 def test_the_cli_publishes_once_and_no_publish_withholds(
     vhost: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with run_in_thread(seed=7) as sim:  # the CLI runs on the system clock: so does this one
+    with run_in_thread(seed=7) as sim:  # the simulator dates today's payment: the CLI runs tomorrow
         for name, value in {"PLATFORM_URL": sim.base_url + "/api", "BROKER_URL": vhost,
                             "LEDGER_URL": sqlite_url(tmp_path), "READ_TIMEOUT_S": "2"}.items():
             monkeypatch.setenv(f"HUIMIN_{name}", value)
@@ -625,3 +631,26 @@ def test_the_cli_refuses_a_malformed_date(capsys: pytest.CaptureFixture[str]) ->
     with pytest.raises(SystemExit) as exited:
         cli("--date", "2025-09-01")
     assert exited.value.code == 2 and "YYYYMMDD" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("now", "settle_date"), [
+    ("2026-11-29T10:00:00+08:00", "20261129"),  # today
+    ("2026-11-29T10:00:00+08:00", "20261205"),  # the future
+    ("2026-11-29T12:59:59+08:00", "20261128"),  # yesterday, before HUIMIN_STATEMENT_AFTER
+    ("2026-11-29T04:59:59+00:00", "20261128"),  # the same moment in UTC
+])  # fmt: skip
+def test_the_cli_refuses_a_date_whose_statement_is_not_final(
+    now: str, settle_date: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    monkeypatch.setenv("HUIMIN_LEDGER_URL", sqlite_url(tmp_path))
+    clock = FixedClock(datetime.fromisoformat(now))
+    assert cli("--date", settle_date, "--report-dir", str(tmp_path), clock=clock) == 2
+    err = capsys.readouterr().err
+    assert f"{settle_date}'s statement is not final until" in err and "nothing done" in err
+    assert not (tmp_path / "ledger.db").exists()  # refused before the ledger was even opened
+
+
+def test_a_statement_is_final_from_the_next_day_after_statement_after() -> None:
+    final = final_at(date(2026, 11, 28), time_of_day(13, 0))
+    assert final == datetime(2026, 11, 29, 5, 0, tzinfo=UTC)

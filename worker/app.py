@@ -7,23 +7,25 @@ import os
 import signal
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 import httpx
 from prometheus_client import CollectorRegistry
 
+from . import __version__
 from .client import Attempt, ClientObserver, PlatformClient, build_download_transport
 from .clock import Clock, system_clock
 from .engine import Engine, EngineConfig, EngineObserver, Handler
-from .health import HealthServer, worker_checks
+from .health import HealthServer, probe_ledger, worker_checks
 from .ledger.base import Ledger, open_ledger
 from .messages import Delivery, Disposition
 from .metrics import WorkerMetrics
 from .ops.statement_job import StatementJob
 from .processor import Processor
-from .settings import Settings
-from .sweeper import Sweeper
+from .settings import Settings, insecure_transport
+from .sweeper import Sweeper, parker
 from .topology import Topology, build_topology
 from .transport import Transport
 from .transport.amqp import AmqpTransport
@@ -88,7 +90,8 @@ def build_worker(
     metrics.watch_ledger(ledger, clock)
     client = PlatformClient(settings, transport=platform_transport, clock=clock,
                             observer=_ClientObservers(metrics, client_observer))  # fmt: skip
-    topology = build_topology(settings.retry_delays_s, settings.retry_jitter)
+    topology = build_topology(settings.retry_delays_s, settings.retry_jitter,
+                              delivery_limit=settings.delivery_limit)  # fmt: skip
     processor = Processor(settings, ledger, client, topology, clock=clock,
                           owner=worker_name(settings))  # fmt: skip
     sweeper = Sweeper(ledger, clock, sweep_grace(settings))
@@ -105,12 +108,15 @@ def build_worker(
                                  observer=metrics)  # fmt: skip
         periodic.append((STATEMENT_CHECK_INTERVAL_S, statement.run_due))
     config = EngineConfig(
-        queues=[q.name for q in topology.work_queues()],
+        queues=[q.name for q in topology.consumed_queues()],
         concurrency=settings.concurrency,
         prefetch=settings.prefetch or 2 * settings.concurrency,
         confirm_timeout_s=settings.confirm_timeout_s,
         shutdown_deadline_s=settings.shutdown_deadline_s,
         periodic=periodic,
+        probe=lambda: probe_ledger(ledger),  # while paused by a ledger outage
+        handler_error_retries=settings.handler_error_retries,
+        park=parker(ledger, clock),  # the sweeper leaves what the engine dead-lettered
     )
     transport = transport or AmqpTransport(settings.broker_url.get_secret_value())
     engine = Engine(transport, topology, _counting_received(processor.handle, metrics), config,
@@ -131,6 +137,41 @@ def start_health_server(worker: Worker,
     return server.start()
 
 
+def run_worker(settings: Settings, build: Callable[[Settings], Worker] = build_worker) -> int:
+    """`huimin-worker run`: build the worker, then consume until SIGTERM/SIGINT.
+
+    The signal handlers come before anything slow (opening and migrating the ledger can take
+    seconds, a PostgreSQL that does not answer much longer): a SIGTERM then ends the process
+    at once with 0. Nothing was consumed yet, so there is nothing to drain; without a handler
+    the pod's SIGTERM killed it with -15 mid-migration."""
+    _on_signals(_exit_during_start_up)
+    log.info("huimin-worker %s starting", __version__)
+    return run_until_signalled(build(settings))
+
+
+def _exit_during_start_up(signum: int, _frame: object) -> None:
+    log.info("signal %s during start-up: exiting, nothing to drain", signal.Signals(signum).name)
+    raise SystemExit(0)
+
+
+def _on_signals(handler: Callable[[int, object], None]) -> None:
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def announce_transport(worker: Worker) -> None:
+    """A loud warning, and the gauge an alert can watch, when the way to the platform can be
+    read or forged on the network (issue 8): both are legitimate in a sandbox, never live."""
+    reasons = insecure_transport(worker.settings)
+    worker.metrics.insecure_platform_transport(reasons)
+    if reasons["tls_verify_off"]:
+        log.warning("INSECURE: HUIMIN_TLS_VERIFY=false: the platform's TLS certificate is not "
+                    "checked, anyone on the path can impersonate it")  # fmt: skip
+    if reasons["plain_http"]:
+        log.warning("INSECURE: the platform URL (HUIMIN_PLATFORM_URL/HUIMIN_PLATFORM_URLS) is "
+                    "plain http:// to a host that is not loopback: use https://")  # fmt: skip
+
+
 def run_until_signalled(worker: Worker) -> int:
     """Consume until SIGTERM/SIGINT, then drain within HUIMIN_SHUTDOWN_DEADLINE_S.
 
@@ -141,12 +182,12 @@ def run_until_signalled(worker: Worker) -> int:
         log.info("signal %s: draining", signal.Signals(signum).name)
         worker.engine.stop()
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    _on_signals(stop)  # from here on a signal drains (the engine may start any moment)
+    announce_transport(worker)
     engine = _EngineThread(worker.engine)
     health: HealthServer | None = None
     try:
-        health = start_health_server(worker, engine)  # before: probes answer while it connects
+        health = _health_server(worker, engine)  # before: probes answer while it connects
         engine.start()
         while engine.is_alive():
             engine.join(0.5)  # a timeout, so signal handlers run promptly
@@ -158,6 +199,16 @@ def run_until_signalled(worker: Worker) -> int:
     if engine.error is not None:
         raise engine.error
     return 0
+
+
+def _health_server(worker: Worker, engine: threading.Thread) -> HealthServer | None:
+    try:
+        return start_health_server(worker, engine)
+    except OSError as exc:  # the port taken, or not ours to bind: say which setting
+        settings = worker.settings
+        raise OSError(exc.errno, f"HUIMIN_METRICS_PORT={settings.metrics_port}: cannot listen on "
+                      f"{settings.metrics_host}:{settings.metrics_port} ({exc.strerror}); choose "
+                      "a free port, or 0 to turn /metrics and the probes off") from exc
 
 
 class _EngineThread(threading.Thread):
@@ -197,6 +248,10 @@ class _ClientObservers:
         for observer in self.observers:
             observer.verification_failed(direction, reason)
 
+    def answer_mismatch(self, trans_code: str, field: str) -> None:
+        for observer in self.observers:
+            observer.answer_mismatch(trans_code, field)
+
 
 class _EngineObservers:
     def __init__(self, metrics: WorkerMetrics, other: EngineObserver | None) -> None:
@@ -214,3 +269,7 @@ class _EngineObservers:
     def connection(self, connected: bool, reconnect: bool) -> None:
         for observer in self.observers:
             observer.connection(connected, reconnect)
+
+    def consuming_paused(self, paused: bool) -> None:
+        for observer in self.observers:
+            observer.consuming_paused(paused)

@@ -7,29 +7,44 @@ The answer's signature is verified before anything in it is read, then judged pe
     raises PlatformRejected        0001 0002 1000 5501 5502 (and 4000 after one re-signed resend)
     raises PlatformConfigError     4104, HTTP 4xx: our settings are wrong
     raises OutcomeUnknown          money calls only: read timeout after sending, 9999, HTTP 5xx,
-                                   an answer that fails verification, an unlisted rtCode
+                                   an answer that fails verification, an unlisted rtCode, an
+                                   answer that does not echo the request (answers.py)
     raises PlatformUnavailable     nothing was processed (connect failure), or a non-money call
                                    whose outcome is unknown: safe to try again later
 
 tenacity retries only what is safe inside one call: connect failures, 4008 with a new seq id,
 4000 once. Money is never re-sent here after the request may have reached the platform.
+
+One deadline covers the whole call (deadlines.py): every attempt, and the waits between
+resends, end by its start + HUIMIN_CALL_DEADLINE_S (the transport enforces it on every socket
+operation); an attempt is not begun once it has passed.
 """
 
 from __future__ import annotations
 
 import json
-import ssl
+import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
-from datetime import datetime
-from typing import Any, Protocol
+from dataclasses import replace
+from typing import Any
 
 import httpx
 from pydantic import BaseModel
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+)
 
-from . import envelope
+from . import answers, envelope
+from .attempts import Attempt as Attempt
+from .attempts import AttemptRecorder as AttemptRecorder
+from .attempts import ClientObserver as ClientObserver
+from .attempts import NoObserver, PlatformReply
+from .attempts import PlatformConfigError as PlatformConfigError
 from .clock import Clock, system_clock
 from .errors import (
     ConfigurationError,
@@ -39,10 +54,14 @@ from .errors import (
     PlatformUnavailable,
     ValidationFailed,
 )
-from .http_transport import StdlibTransport
+from .http_transport import build_download_transport as build_download_transport
+from .http_transport import build_transport
+from .http_transport import tls_context as tls_context
 from .models import registry
 from .outcomes import Verdict, judge_rt_code
 from .settings import Settings
+
+log = logging.getLogger(__name__)
 
 SeqIdFactory = Callable[[], str]
 #: more URLs than settings can name: a caller passing arbitrary ones is not cached
@@ -51,92 +70,11 @@ _JSON_HEADERS = {"Content-Type": "application/json"}
 new_seq_id = envelope.new_seq_id
 
 
-class PlatformConfigError(ConfigurationError):
-    def __init__(self, message: str, rt_code: str | None = None) -> None:
-        super().__init__(message)
-        self.rt_code = rt_code
-
-
-@dataclass(frozen=True)
-class Attempt:
-    """One HTTP exchange, as the ledger and the metrics see it."""
-
-    trans_code: str
-    platform_seq_id: str
-    sent_at: datetime
-    duration_s: float = 0.0
-    http_status: int | None = None
-    rt_code: str | None = None
-    outcome: str | None = None  # succeeded | rejected | retry_safe | unknown | config_error
-    error: str | None = None
-
-
-class AttemptRecorder(Protocol):
-    """Called before each attempt is sent (must be durable on return) and after it ends."""
-
-    def started(self, attempt: Attempt) -> object: ...
-
-    def finished(self, handle: object, attempt: Attempt) -> None: ...
-
-
-class ClientObserver(Protocol):
-    """Metrics hooks; the default does nothing."""
-
-    def request_finished(self, attempt: Attempt) -> None: ...
-
-    def verification_failed(self, direction: str, reason: str) -> None: ...
-
-
-class _NoObserver:
-    def request_finished(self, attempt: Attempt) -> None:
-        pass
-
-    def verification_failed(self, direction: str, reason: str) -> None:
-        pass
-
-
-@dataclass(frozen=True)
-class PlatformReply:
-    trans_code: str
-    rt_code: str
-    rt_msg: str
-    data: dict[str, Any]
-    model: BaseModel
-    attempts: tuple[Attempt, ...] = field(default=())
-
-
 class _Resend(Exception):
     """Internal: this attempt was not processed; resend with a new seq id."""
 
     def __init__(self, error: Exception) -> None:
         self.error = error
-
-
-def build_transport(settings: Settings) -> httpx.BaseTransport:
-    """Platform calls: TLS verification on unless explicitly disabled, and a keep-alive
-    connection for every handler thread (http_transport.py says why not httpcore)."""
-    return StdlibTransport(ssl_context=tls_context(settings), max_idle=settings.concurrency + 4)
-
-
-def build_download_transport(settings: Settings) -> httpx.BaseTransport:
-    """Statement files: httpx's own transport, which streams (statement.py enforces a size
-    limit while it reads), with the same TLS settings."""
-    return httpx.HTTPTransport(verify=tls_context(settings), retries=0)
-
-
-def tls_context(settings: Settings) -> ssl.SSLContext:
-    if not settings.tls_verify:
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-        return context
-    try:
-        context = ssl.create_default_context(cafile=settings.tls_ca_bundle)
-        if settings.tls_client_cert:
-            context.load_cert_chain(settings.tls_client_cert, settings.tls_client_key)
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigurationError(f"TLS files unusable (HUIMIN_TLS_*): {exc}") from exc
-    return context
 
 
 class PlatformClient:
@@ -155,7 +93,7 @@ class PlatformClient:
         self._credentials = envelope.Credentials.from_settings(settings)
         self._clock = clock
         self._seq_ids = seq_ids
-        self._observer = observer or _NoObserver()
+        self._observer = observer or NoObserver()
         self._max_resends = max_resends
         self._sleep = sleep
         # The transport is called directly, without httpx.Client: one POST to a fixed URL needs
@@ -168,14 +106,26 @@ class PlatformClient:
             write=settings.write_timeout_s,
             pool=settings.connect_timeout_s,
         ).as_dict()
+        self._deadline_s = settings.call_deadline_s
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings
 
     def close(self) -> None:
         self._transport.close()
 
-    def post(self, url: str, body: bytes) -> httpx.Response:
-        """One POST of an envelope; the answer is read in full before it is returned."""
+    def post(self, url: str, body: bytes, deadline: float | None = None) -> httpx.Response:
+        """One POST of an envelope; the answer is read in full before it is returned.
+
+        `deadline` (a time.monotonic() instant) bounds the whole exchange: each phase's
+        timeout is clamped to what is left, and StdlibTransport re-checks it on every socket
+        operation (the "deadline" extension; other transports see the clamped timeouts)."""
+        extensions: dict[str, Any] = {"timeout": self._timeout}
+        if deadline is not None:
+            extensions = {"timeout": _clamped(self._timeout, deadline), "deadline": deadline}
         request = httpx.Request("POST", self._url(url), content=body, headers=_JSON_HEADERS,
-                                extensions={"timeout": self._timeout})  # fmt: skip
+                                extensions=extensions)  # fmt: skip
         response = self._transport.handle_request(request)
         try:
             response.read()
@@ -205,15 +155,24 @@ class PlatformClient:
         business: Mapping[str, Any] | BaseModel,
         *,
         recorder: AttemptRecorder | None = None,
+        expect: answers.Expected | None = None,
     ) -> PlatformReply:
-        """Validate, seal, send, verify and judge one business call."""
+        """Validate, seal, send, verify and judge one business call.
+
+        `expect`: what the answer must echo; by default the call's own rule (answers.for_call).
+        A status query passes what it must echo of the call it reconciles (answers.for_query).
+        """
         transaction = registry.get_transaction(trans_code)
-        text = envelope.business_text(_wire(trans_code, business))
-        call = _Call(self, transaction, text, recorder)
+        wire = _wire(trans_code, business)
+        text = envelope.business_text(wire)
+        deadline = time.monotonic() + self._deadline_s
+        expected = answers.for_call(trans_code, wire) if expect is None else expect
+        call = _Call(self, transaction, text, recorder, deadline, expected)
         retrying = Retrying(
             retry=retry_if_exception_type(_Resend),
-            stop=stop_after_attempt(self._max_resends),
-            wait=wait_exponential(multiplier=0.1, max=1.0),
+            # no resend once the deadline has passed (nor a wait past it: _waits_within)
+            stop=stop_after_attempt(self._max_resends) | (lambda _: time.monotonic() >= deadline),
+            wait=_waits_within(deadline),
             sleep=self._sleep,
             reraise=True,
         )
@@ -221,6 +180,21 @@ class PlatformClient:
             return retrying(call.attempt_once)
         except _Resend as exhausted:
             raise exhausted.error from None
+
+
+def _waits_within(deadline: float) -> Callable[[RetryCallState], float]:
+    """Backoff between resends, never sleeping past the call's deadline."""
+    backoff = wait_exponential(multiplier=0.1, max=1.0)
+
+    def wait(state: RetryCallState) -> float:
+        return max(0.0, min(backoff(state), deadline - time.monotonic()))
+
+    return wait
+
+
+def _clamped(timeout: dict[str, float | None], deadline: float) -> dict[str, float | None]:
+    left = max(deadline - time.monotonic(), 0.0)
+    return {phase: left if value is None else min(value, left) for phase, value in timeout.items()}
 
 
 def _wire(trans_code: str, business: Mapping[str, Any] | BaseModel) -> dict[str, Any]:
@@ -239,13 +213,18 @@ class _Call:
         transaction: registry.Transaction,
         text: str,
         recorder: AttemptRecorder | None,
+        deadline: float,
+        expected: answers.Expected,
     ) -> None:
         self.client = client
         self.transaction = transaction
         self.text = text
         self.recorder = recorder
+        self.deadline = deadline  # time.monotonic() instant
+        self.expected = expected
         self.attempts: list[Attempt] = []
         self.resent_for_4000 = False
+        self.resend: _Resend | None = None  # why the last attempt is being resent
         # what the current attempt has learnt so far, for its Attempt record
         self.http_status: int | None = None
         self.rt_code: str | None = None
@@ -256,6 +235,8 @@ class _Call:
 
     def attempt_once(self) -> PlatformReply:
         client = self.client
+        if time.monotonic() >= self.deadline:  # a resend after the last wait: never begun
+            raise self.resend or _Resend(PlatformUnavailable("the call's deadline passed"))
         seq_id, sent_at = client._seq_ids(), client._clock()
         attempt = Attempt(self.transaction.trans_code, seq_id, sent_at)
         handle = self.recorder.started(attempt) if self.recorder else None
@@ -264,6 +245,7 @@ class _Call:
             reply = self._exchange(attempt)
         except Exception as exc:
             self._finish(handle, attempt, started, exc)
+            self.resend = exc if isinstance(exc, _Resend) else None
             raise
         self._finish(handle, attempt, started, None, reply)
         return replace(reply, attempts=tuple(self.attempts))  # now including this attempt
@@ -279,12 +261,12 @@ class _Call:
         )
         url = client._settings.url_for(attempt.trans_code)
         response = self._post(url, sealed)
-        return self._judge(response)
+        return self._judge(response, attempt)
 
     def _post(self, url: str, sealed: dict[str, str]) -> httpx.Response:
         body = json.dumps(sealed, separators=(",", ":")).encode("ascii")
         try:
-            return self.client.post(url, body)
+            return self.client.post(url, body, self.deadline)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             # Nothing left this machine: safe to resend.
             raise _Resend(PlatformUnavailable(f"cannot connect to the platform: {exc!r}")) from exc
@@ -298,7 +280,7 @@ class _Call:
             return OutcomeUnknown(message)
         return PlatformUnavailable(message)
 
-    def _judge(self, response: httpx.Response) -> PlatformReply:
+    def _judge(self, response: httpx.Response, attempt: Attempt) -> PlatformReply:
         self.http_status = response.status_code
         if response.status_code >= 500:
             raise self._unknown(f"platform answered HTTP {response.status_code}")
@@ -310,6 +292,8 @@ class _Call:
             )
         opened = self._open(response.content)
         self.rt_code = opened.rt_code
+        if answers.seq_id_mismatch(attempt.platform_seq_id, opened.platform_seq_id):
+            raise self._mismatch(answers.SEQ_ID_FIELD)
         return self._by_rt_code(opened)
 
     def _open(self, body: bytes) -> envelope.OpenedResponse:
@@ -322,8 +306,12 @@ class _Call:
     def _by_rt_code(self, opened: envelope.OpenedResponse) -> PlatformReply:
         verdict = judge_rt_code(opened.rt_code)
         if verdict is Verdict.SUCCESS:
-            return self._reply(opened)
+            return self._matched(self._reply(opened))
         if verdict is Verdict.REJECTED:
+            # a refusal about another order must not fail this one (it may be paid)
+            field = answers.mismatch(self.expected, opened.business, complete=False)
+            if field is not None:
+                raise self._mismatch(field)
             raise PlatformRejected(opened.rt_code, opened.rt_msg, opened.business)
         if verdict is Verdict.CONFIG:
             raise PlatformConfigError(
@@ -341,6 +329,23 @@ class _Call:
                 return rejected  # re-signed with a fresh time once already: terminal
             self.resent_for_4000 = True
         return _Resend(rejected)
+
+    def _matched(self, reply: PlatformReply) -> PlatformReply:
+        field = answers.mismatch(self.expected, reply.data)
+        if field is not None:
+            raise self._mismatch(field)
+        return reply
+
+    def _mismatch(self, field: str) -> Exception:
+        """A verified answer about something else (another order, amount or kind, or an old
+        answer replayed): never believed, and loud. Only names are logged, never values."""
+        trans_code = self.transaction.trans_code
+        self.rt_code = None  # not an answer to this request: it proves nothing about its fate
+        self.client._observer.answer_mismatch(trans_code, field)
+        log.warning("platform answer to %s does not match the request (%s differs): "
+                    "suspected replay, outcome unknown", trans_code, field)  # fmt: skip
+        return self._unknown(f"platform answer does not match the request: {field} differs "
+                             "(suspected replay)")  # fmt: skip
 
     def _reply(self, opened: envelope.OpenedResponse) -> PlatformReply:
         data = opened.business or {}

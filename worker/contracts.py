@@ -27,6 +27,7 @@ from pydantic import SecretStr
 
 from . import __version__
 from .events import DEFAULTED_FIELDS, EVENT_TYPES, Event
+from .gateway import contract as gateway_contract
 from .models import registry
 from .models.examples import EXAMPLES
 from .ops.statement_recon import RESULT_TYPE as STATEMENT_RESULT_TYPE
@@ -301,8 +302,9 @@ def asyncapi() -> Schema:
         "info": {
             "title": "huimin-worker",
             "version": __version__,
-            "description": "HIS events in, one result per event out, over RabbitMQ. Payloads "
-            "are the JSON Schemas next to this file.",
+            "description": "HIS events in, one result per event out, over RabbitMQ; and the "
+            "platform's calls to the hospital, verified by the gateway, out on platform.events. "
+            "Payloads are the JSON Schemas next to this file.",
             "license": {"name": "Proprietary"},
         },
         "defaultContentType": "application/json",
@@ -314,9 +316,14 @@ def asyncapi() -> Schema:
                 "description": "RabbitMQ at HUIMIN_BROKER_URL (this host is the sandbox's).",
             },
         },
-        "channels": _channels(topology),
-        "operations": _operations(),
-        "components": {"messages": _messages(), "channelBindings": _channel_bindings(topology)},
+        # + the inbound gateway's exchange, platform.events (worker/gateway/contract.py)
+        "channels": {**_channels(topology), **gateway_contract.channels()},
+        "operations": {**_operations(), **gateway_contract.operations()},
+        "components": {
+            "messages": {**_messages(), **gateway_contract.messages()},
+            "channelBindings": {**_channel_bindings(topology),
+                                **gateway_contract.channel_bindings()},
+        },
     }
 
 
@@ -330,6 +337,7 @@ def to_json(schema: Schema) -> str:
 def generate() -> dict[str, str]:
     """Every generated file under schemas/, by relative path."""
     files = {event_file(name): to_json(event_schema(name)) for name in EVENT_TYPES}
+    files.update(gateway_contract.schema_files(BASE_URI, DIALECT, to_json))
     files[RESULT_FILE] = to_json(result_schema())
     files[SETTINGS_FILE] = to_json(settings_schema())
     files[ASYNCAPI_FILE] = to_yaml(asyncapi())
@@ -348,7 +356,7 @@ def stale_files(directory: Path, files: Mapping[str, str] | None = None) -> list
         if not (directory / path).is_file() or (directory / path).read_text("utf-8") != text
     ]
     # a schema left behind by a removed event type would still look like a contract
-    for sub in ("events", "results"):
+    for sub in ("events", "results", "platform"):
         found = (f"{sub}/{p.name}" for p in sorted((directory / sub).glob("*.json")))
         stale += [path for path in found if path not in expected]
     return stale

@@ -4,7 +4,8 @@ An in-memory broker stands in for RabbitMQ, the project's simulator serves the p
 loopback, and a temporary SQLite file is the ledger. The HIS publishes one inpatient's events;
 one payment's answer is lost on the way back (an injected fault) and the worker reconciles it by
 the status query instead of charging twice. A timeline of events, platform calls and results
-is printed; the exit code is 0 when every result is the expected one.
+is printed; the exit code is 0 when every result is the expected one. Then the platform calls
+the hospital (HIS00002/3/4) through an in-process inbound gateway on the same broker.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any, TextIO
 
 from .app import build_worker
 from .client import Attempt
+from .gateway.demo import run_platform_calls
 from .his import MemoryHis, ReceivedResult
 from .models.examples import EXAMPLES
 from .settings import Settings
@@ -58,6 +60,9 @@ class Timeline:
     def verification_failed(self, direction: str, reason: str) -> None:
         self.say("platform", f"answer failed verification: {reason}")
 
+    def answer_mismatch(self, trans_code: str, field: str) -> None:
+        self.say("platform", f"{trans_code} answer does not match the request ({field})")
+
 
 def run_demo(out: TextIO) -> int:
     with tempfile.TemporaryDirectory(prefix="huimin-demo-") as tmp, run_in_thread(seed=2026) as sim:
@@ -76,6 +81,7 @@ def _journey(sim: SimulatorHandle, tmp: Path, timeline: Timeline, out: TextIO) -
     try:
         worker.engine.ready.wait(10)
         ok = Journey(his, sim, timeline).run()
+        ok = run_platform_calls(settings, broker, timeline.say) and ok
     finally:
         worker.engine.stop()
         engine.join(10)

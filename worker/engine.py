@@ -12,22 +12,42 @@ platform, so heartbeats keep flowing; a handler that finishes wakes it (transpor
 needs no busy polling. Connection loss: reconnect with backoff; deliveries of the
 old connection are abandoned (RabbitMQ redelivers them). Stop: cancel consumers, let in-flight
 handlers finish and their confirms arrive within the deadline, then close.
+
+No message stops the engine or loops (worker/poison.py): an exception escaping a handler is
+retried through the retry queues a bounded number of times, then dead-lettered
+`handler_error`; a Disposition the transport cannot encode is replaced by a dead letter
+`unpublishable` (and if even that fails, the delivery is rejected without requeue: the queue's
+own dead-lettering keeps it).
+
+A ledger outage pauses it. A Disposition with `requeue` ("a dependency is down, nothing was
+decided") or a LedgerUnavailable escaping a handler or a bookkeeping job HOLDS the delivery
+(back at the front of the inbox, unacked: no nack, so its x-delivery-count does not climb),
+cancels the consumers (prefetched deliveries stay held), fails readiness (`paused`) and probes
+the ledger with backoff on the aux pool; when a probe answers, it consumes again and
+dispatches the held deliveries first. One WARNING at the pause, one INFO at the resume.
+(A message RabbitMQ was sending to a consumer as it is cancelled is returned to its queue by
+RabbitMQ itself and counts one delivery: at most a prefetch window per outage.) A delivery
+held HOLD_LIMIT times in a row while the ledger answers the probes counts as a handler error.
 """
 
 from __future__ import annotations
 
 import logging
 import queue
+import random
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Protocol
+from dataclasses import dataclass, field, replace
+from typing import Literal, Protocol
 
-from .errors import BrokerUnavailable
+from . import poison
+from .confirms import Confirms, Group
+from .errors import BrokerUnavailable, LedgerUnavailable, UnpublishableMessage
 from .messages import Delivery, Disposition
+from .pause import HOLD_LIMIT, LedgerPause
 from .topology import Topology
 from .transport import Transport
 
@@ -38,6 +58,7 @@ _POLL_TIMEOUT_S = 0.05
 
 Handler = Callable[[Delivery], Disposition]
 Job = Callable[[], Disposition | None]
+JobKind = Literal["handler", "aux", "probe"]
 
 
 class EngineObserver(Protocol):
@@ -47,6 +68,8 @@ class EngineObserver(Protocol):
     def confirm(self, result: str) -> None: ...  # ack | nack | timeout
 
     def connection(self, connected: bool, reconnect: bool) -> None: ...
+
+    def consuming_paused(self, paused: bool) -> None: ...  # the ledger is down / back
 
 
 class _NoObserver:
@@ -60,16 +83,8 @@ class _NoObserver:
     def connection(self, connected: bool, reconnect: bool) -> None:
         pass
 
-
-@dataclass
-class _Group:
-    """The messages of one Disposition, waiting for their confirms."""
-
-    delivery: Delivery | None
-    disposition: Disposition
-    waiting: set[int]
-    deadline: float
-    failed: bool = False
+    def consuming_paused(self, paused: bool) -> None:
+        pass
 
 
 @dataclass
@@ -79,7 +94,7 @@ class _Finished:
     disposition: Disposition | None
     seconds: float
     error: BaseException | None = None
-    aux: bool = False
+    kind: JobKind = "handler"
 
 
 @dataclass
@@ -91,6 +106,13 @@ class EngineConfig:
     shutdown_deadline_s: float
     reconnect_delays_s: tuple[float, ...] = (0.5, 1, 2, 5, 10, 30)
     periodic: list[tuple[float, Job]] = field(default_factory=list)  # (interval, job)
+    #: raises while the ledger is down (a cheap lookup); None: every probe answers
+    probe: Callable[[], None] | None = None
+    probe_delays_s: tuple[float, ...] = (0.5, 1, 2, 5, 10, 30)
+    #: retries of a delivery whose handler raised, before it is dead-lettered handler_error
+    handler_error_retries: int = 3
+    #: after a delivery the engine dead-lettered itself is confirmed: (delivery, reason)
+    park: Callable[[Delivery, str], None] | None = None
 
 
 class Engine:
@@ -102,6 +124,7 @@ class Engine:
         config: EngineConfig,
         *,
         observer: EngineObserver | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self.transport = transport
         self.topology = topology
@@ -112,15 +135,17 @@ class Engine:
         # Bookkeeping (after-confirm steps, the sweeper) runs on its own small pool, so it
         # never queues behind slow platform calls nor takes a handler's slot.
         self.aux_pool = ThreadPoolExecutor(2, thread_name_prefix="huimin-aux")
+        self.rng = rng or random.Random()
         self.stop_requested = threading.Event()
         self.ready = threading.Event()  # connected, declared and consuming
+        self._pause = LedgerPause(config.probe_delays_s)
+        self.paused = self._pause.paused  # consumers cancelled: the ledger is down
         self._generation = 0
         self._inbox: deque[Delivery] = deque()
         self._finished: queue.Queue[_Finished] = queue.Queue()
         self._busy = 0  # handler jobs in the pool: at most `concurrency`
         self._aux_busy = 0  # bookkeeping jobs in the aux pool
-        self._groups: dict[int, _Group] = {}
-        self._confirms: list[tuple[int, bool, bool]] = []
+        self._confirms = Confirms()
         self._callbacks: list[Callable[[], None]] = []  # on_confirmed, run in one pool job
         self._next_periodic = [time.monotonic() for _ in config.periodic]
 
@@ -131,29 +156,39 @@ class Engine:
         self.transport.wake()
 
     def run(self) -> None:
-        """Consume until stop() is called; then drain within the deadline. Blocks."""
+        """Consume until stop() is called; then drain within the deadline. Blocks.
+
+        Only a lost broker is retried; anything else that escapes (a TopologyConflict at
+        declare: retrying cannot heal it) ends the run, after the same drain."""
         attempt = 0
-        while not self.stop_requested.is_set():
-            try:
-                self._connect()
-                attempt = 0
-                self._loop_until_stop()
-            except BrokerUnavailable as exc:
-                self._lost(exc)
-                delay = self.config.reconnect_delays_s[
-                    min(attempt, len(self.config.reconnect_delays_s) - 1)]
-                attempt += 1
-                self.stop_requested.wait(delay)
-        self._drain()
+        try:
+            while not self.stop_requested.is_set():
+                try:
+                    self._connect()
+                    attempt = 0
+                    self._loop_until_stop()
+                except BrokerUnavailable as exc:
+                    self._lost(exc)
+                    delay = self.config.reconnect_delays_s[
+                        min(attempt, len(self.config.reconnect_delays_s) - 1)]
+                    attempt += 1
+                    self.stop_requested.wait(delay)
+        finally:
+            self._drain()
 
     def _connect(self) -> None:
         self.transport.connect()
-        self.transport.on_confirm(lambda seq, multiple, ok: self._confirms.append(
-            (seq, multiple, ok)))  # fmt: skip
+        self.transport.on_confirm(self._confirms.arrived)
         self.transport.declare(self.topology)
-        self.transport.consume(self.config.queues, self.config.prefetch, self._inbox.append)
         self.observer.connection(True, reconnect=self._generation > 0)
         self.ready.set()
+        if self.paused.is_set():
+            log.info("connected; consuming stays paused until the ledger answers")
+            return
+        self._consume()
+
+    def _consume(self) -> None:
+        self.transport.consume(self.config.queues, self.config.prefetch, self._inbox.append)
         log.info("consuming %s", ", ".join(self.config.queues))
 
     def _lost(self, exc: BrokerUnavailable) -> None:
@@ -161,8 +196,8 @@ class Engine:
         self.ready.clear()
         self.observer.connection(False, reconnect=False)
         self._generation += 1  # handlers still running finish into the void: redelivered
-        self._inbox.clear()
-        self._groups.clear()
+        self._inbox.clear()  # held deliveries too: RabbitMQ redelivers them
+        self._pause.connection_lost()
         self._confirms.clear()
         self.transport.close()
 
@@ -183,29 +218,32 @@ class Engine:
         self._expire_confirms()
         self._run_callbacks()
         self._run_periodic()
+        self._run_probe()
 
     def _dispatch(self) -> None:
-        while self._inbox and self._busy < self.config.concurrency:
+        while self._inbox and self._busy < self.config.concurrency and not self.paused.is_set():
             delivery = self._inbox.popleft()
             self._submit(delivery, lambda d=delivery: self.handler(d))
 
     def _submit(self, delivery: Delivery | None, job: Job) -> None:
         self._busy += 1
-        self.pool.submit(self._run_job, self._generation, delivery, job, False)
+        self.pool.submit(self._run_job, self._generation, delivery, job, "handler")
 
-    def _submit_aux(self, job: Job) -> None:
+    def _submit_aux(self, job: Job, kind: JobKind = "aux") -> None:
         self._aux_busy += 1
-        self.aux_pool.submit(self._run_job, self._generation, None, job, True)
+        self.aux_pool.submit(self._run_job, self._generation, None, job, kind)
 
-    def _run_job(self, generation: int, delivery: Delivery | None, job: Job, aux: bool) -> None:
+    def _run_job(self, generation: int, delivery: Delivery | None, job: Job,
+                 kind: JobKind) -> None:  # fmt: skip
         started = time.perf_counter()
         try:
             disposition = job()
             self._finished.put(_Finished(generation, delivery, disposition,
-                                         time.perf_counter() - started, aux=aux))  # fmt: skip
+                                         time.perf_counter() - started, kind=kind))  # fmt: skip
         except BaseException as exc:  # noqa: BLE001 - a handler bug must not kill the engine
-            log.exception("handler failed")
-            self._finished.put(_Finished(generation, delivery, None, 0.0, exc, aux=aux))
+            # logged by the I/O thread, which knows what follows (retry, dead letter, pause)
+            self._finished.put(_Finished(generation, delivery, None,
+                                         time.perf_counter() - started, exc, kind))  # fmt: skip
         self.transport.wake()  # its Disposition waits for the I/O thread
 
     def _carry_out_finished(self) -> None:
@@ -214,54 +252,143 @@ class Engine:
                 finished = self._finished.get_nowait()
             except queue.Empty:
                 return
-            if finished.aux:
-                self._aux_busy -= 1
-            else:
+            if finished.kind == "handler":
                 self._busy -= 1
-            if finished.generation == self._generation:
+            else:
+                self._aux_busy -= 1
+            if finished.kind == "probe":
+                self._probed(finished.error)
+            elif finished.generation == self._generation:
                 self._carry_out(finished)
 
     def _carry_out(self, finished: _Finished) -> None:
-        delivery, disposition = finished.delivery, finished.disposition
+        delivery, disposition, error = finished.delivery, finished.disposition, finished.error
+        if disposition is not None and disposition.requeue:
+            # a dependency is down, nothing was decided: the same as the processor letting
+            # LedgerUnavailable escape
+            self.observer.delivery_done(delivery, disposition, finished.seconds)
+            error, disposition = LedgerUnavailable("a handler found it unreachable"), None
+        if error is not None:
+            disposition = self._failed(delivery, error)
         if disposition is None:
-            if delivery is not None and finished.error is not None:
-                self.transport.nack(delivery.tag, requeue=True)
             return
-        self.observer.delivery_done(delivery, disposition, finished.seconds)
-        if disposition.requeue:
-            if delivery is not None:
-                self.transport.nack(delivery.tag, requeue=True)
-            return
-        if not disposition.messages:
-            self._complete(_Group(delivery, disposition, set(), 0.0))
-            return
-        group = _Group(delivery, disposition, set(),
-                       time.monotonic() + self.config.confirm_timeout_s)  # fmt: skip
+        disposition = self._publish(delivery, disposition)
+        if disposition is not None:
+            self.observer.delivery_done(delivery, disposition, finished.seconds)
+
+    def _failed(self, delivery: Delivery | None, error: BaseException) -> Disposition | None:
+        """A job raised: hold (the ledger is down), or retry/dead-letter the delivery."""
+        if isinstance(error, LedgerUnavailable) and (
+            delivery is None or self._pause.may_hold(delivery.tag)
+        ):
+            self._hold(delivery, f"ledger unavailable: {poison.error_text(error)}")
+            return None
+        if isinstance(error, LedgerUnavailable):  # held HOLD_LIMIT times in a row
+            error = LedgerUnavailable(f"{error} (held {HOLD_LIMIT} times in a row while the "
+                                      "ledger answered its probes: this delivery, not the "
+                                      "ledger, is the problem)")  # fmt: skip
+        if delivery is None:  # a bookkeeping job: its next run tries again
+            log.error("bookkeeping job failed: %s", poison.error_text(error),
+                      exc_info=error)  # fmt: skip
+            return None
+        self._pause.settled(delivery.tag)
+        failure = poison.handler_failed(delivery, error, self.topology,
+                                        self.config.handler_error_retries, self.rng)  # fmt: skip
+        # the traceback once per delivery; its retries get one line each
+        log.error("handler failed on %s: %s", poison.describe(delivery), failure.summary,
+                  exc_info=error if failure.failures == 1 else None)  # fmt: skip
+        return self._parking(delivery, failure.disposition)
+
+    def _parking(self, delivery: Delivery, disposition: Disposition) -> Disposition:
+        """A dead letter of the engine's own parks its event once confirmed (sweeper.park)."""
+        park, reason = self.config.park, disposition.reason
+        if park is None or disposition.label != "dead_lettered" or reason is None:
+            return disposition
+        return replace(disposition, on_confirmed=lambda: park(delivery, reason))
+
+    def _publish(self, delivery: Delivery | None,
+                 disposition: Disposition) -> Disposition | None:  # fmt: skip
+        """Publish the Disposition's messages as one confirm group; returns what was done
+        (a dead letter `unpublishable` in its place), None when the delivery was rejected."""
+        if delivery is not None:
+            self._pause.settled(delivery.tag)
+        group = Group(delivery, disposition, time.monotonic() + self.config.confirm_timeout_s)
         for message in disposition.messages:
-            seq = self.transport.publish(message)
-            group.waiting.add(seq)
-            self._groups[seq] = group
+            try:
+                seq = self.transport.publish(message)
+            except UnpublishableMessage as exc:
+                if delivery is None:  # a periodic job's message: the others still go
+                    log.error("cannot publish a message of a periodic job: %s", exc)
+                    continue
+                self._confirms.abandon(group)
+                return self._instead(delivery, disposition, exc)
+            self._confirms.track(seq, group)
+        if not group.waiting:
+            self._complete(group)
+        return disposition
+
+    def _instead(self, delivery: Delivery, decided: Disposition,
+                 exc: UnpublishableMessage) -> Disposition | None:  # fmt: skip
+        log.error("cannot publish what %s decided (%s), dead-lettering it: %s",
+                  poison.describe(delivery), decided.finished_as, exc)  # fmt: skip
+        dead = self._parking(delivery, poison.unpublishable(delivery, decided, exc))
+        try:
+            seq = self.transport.publish(dead.messages[0])
+        except UnpublishableMessage as again:
+            log.error("cannot dead-letter %s either, rejecting it to its queue's dead-letter "
+                      "target: %s", poison.describe(delivery), again)  # fmt: skip
+            self.transport.nack(delivery.tag, requeue=False)
+            return None
+        group = Group(delivery, dead, time.monotonic() + self.config.confirm_timeout_s)
+        self._confirms.track(seq, group)
+        return dead
+
+    # --- pause while the ledger is down ----------------------------------------------------
+
+    def _hold(self, delivery: Delivery | None, why: str) -> None:
+        if delivery is not None:
+            self._inbox.appendleft(delivery)
+            self._pause.held(delivery.tag)
+        if not self._pause.start(time.monotonic()):
+            return
+        self.observer.consuming_paused(True)
+        log.warning("%s: consuming paused, %d deliveries held unacked; probing the ledger "
+                    "with backoff", why, len(self._inbox))  # fmt: skip
+        if self.transport.connected:
+            self.transport.cancel()  # prefetched deliveries stay in the inbox, held
+
+    def _run_probe(self) -> None:
+        if not self._pause.probe_due(time.monotonic()):
+            return
+        probe = self.config.probe
+
+        def job() -> None:
+            if probe is not None:
+                probe()
+
+        self._submit_aux(job, "probe")
+
+    def _probed(self, error: BaseException | None) -> None:
+        if error is not None:
+            log.debug("ledger probe failed: %s", error)
+        paused_for = self._pause.probed(error is None, time.monotonic())
+        if paused_for is None:
+            return
+        self.observer.consuming_paused(False)
+        log.info("the ledger answers again after %.1f s: consuming resumed, %d held deliveries "
+                 "first", paused_for, len(self._inbox))  # fmt: skip
+        if self.transport.connected:
+            self._consume()
 
     # --- confirms --------------------------------------------------------------------------------
 
     def _settle_confirms(self) -> None:
-        confirms, self._confirms = self._confirms, []
-        for seq, multiple, ok in confirms:
-            seqs = [s for s in self._groups if s <= seq] if multiple else [seq]
-            for s in seqs:
-                self._settle(s, ok)
+        for ok, completed in self._confirms.settle():
+            self.observer.confirm("ack" if ok else "nack")
+            if completed is not None:
+                self._complete(completed)
 
-    def _settle(self, seq: int, ok: bool) -> None:
-        group = self._groups.pop(seq, None)
-        if group is None:
-            return
-        self.observer.confirm("ack" if ok else "nack")
-        group.failed |= not ok
-        group.waiting.discard(seq)
-        if not group.waiting:
-            self._complete(group)
-
-    def _complete(self, group: _Group) -> None:
+    def _complete(self, group: Group) -> None:
         if group.failed:
             if group.delivery is not None:
                 self.transport.nack(group.delivery.tag, requeue=True)
@@ -278,20 +405,16 @@ class Engine:
             self._submit_aux(_after_all(callbacks))
 
     def _expire_confirms(self) -> None:
-        now = time.monotonic()
-        expired = {id(g): g for g in self._groups.values() if g.deadline < now}
-        for group in expired.values():
+        for group in self._confirms.expired(time.monotonic()):
             log.warning("publish confirm timed out; returning the delivery to its queue")
             self.observer.confirm("timeout")
-            for seq in group.waiting:
-                self._groups.pop(seq, None)
-            group.waiting.clear()
-            group.failed = True
             self._complete(group)
 
     # --- periodic jobs (the sweeper) -------------------------------------------------------------
 
     def _run_periodic(self) -> None:
+        if self.paused.is_set():
+            return  # they need the ledger; they run again once it is back
         now = time.monotonic()
         for index, (interval, job) in enumerate(self.config.periodic):
             if now >= self._next_periodic[index]:
@@ -318,7 +441,7 @@ class Engine:
             log.info("stopped")
 
     def _busy_at_all(self) -> bool:
-        return bool(self._busy or self._aux_busy or self._groups or self._callbacks)
+        return bool(self._busy or self._aux_busy or self._confirms.pending() or self._callbacks)
 
     def _return_unstarted(self) -> None:
         while self._inbox:
@@ -335,11 +458,16 @@ class Engine:
 
 def _after_all(callbacks: list[Callable[[], None]]) -> Job:
     def job() -> None:
+        outage: LedgerUnavailable | None = None
         for callback in callbacks:
             try:
                 callback()
+            except LedgerUnavailable as exc:  # the engine pauses: one line for all of them
+                outage = exc
             except Exception:  # one failed bookkeeping step must not skip the others
                 log.exception("after-confirm step failed")
+        if outage is not None:
+            raise outage
         return None
 
     return job

@@ -93,6 +93,9 @@ class OpenedResponse:
     rt_msg: str
     business_text: str | None  # None when the response carries no encData
     business: dict[str, Any] | None
+    # not in the spec's response envelope (2.2) and not signed; when a platform adds it, it
+    # must be the request's (answers.seq_id_mismatch)
+    platform_seq_id: str | None = None
 
 
 def new_seq_id() -> str:
@@ -222,7 +225,9 @@ def open_response(
     _check_algorithms(header)
     text = _verified_text(fields, header, credentials, required=False)
     business = None if text is None else _parse_business(text)
-    return OpenedResponse(header["rtCode"], header["rtMsg"], text, business)
+    seq_id = fields.get("platformSeqId")
+    echoed = None if seq_id is None else str(seq_id)
+    return OpenedResponse(header["rtCode"], header["rtMsg"], text, business, echoed)
 
 
 def detect_direction(envelope: Mapping[str, Any] | str | bytes) -> Direction:

@@ -4,12 +4,18 @@
     ├── RetryLater               nothing was processed; safe to try again later
     │   ├── PlatformUnavailable  connection refused/reset before sending, 503 before processing
     │   ├── BrokerUnavailable    RabbitMQ unreachable
-    │   └── LedgerUnavailable    SQLite/PostgreSQL unreachable or locked
+    │   ├── LedgerUnavailable    SQLite/PostgreSQL unreachable or locked
+    │   └── LeaseLost            no live lease on the event: nothing was sent; back off
     ├── OutcomeUnknown           may have been processed: reconcile by status query, never re-send
     └── GiveUp                   permanent: dead-letter with a reason, publish a `failed` result
         ├── ConfigurationError   our settings are wrong (bad secret length, rtCode 4104): alert
+        │   └── TopologyConflict     RabbitMQ holds a queue/exchange with other arguments (406)
+        ├── UnpublishableMessage a message AMQP cannot carry (a >255-byte message_id/routing key)
+        ├── HandlerFailed        a handler raised unexpectedly, retries used up (handler_error)
         ├── PlatformRejected     a definitive business rejection (rtCode 0001/0002/1000/5501/...)
-        ├── InvalidEvent         an HIS event that is not JSON, of unknown type, or off-schema
+        ├── InvalidEvent         an HIS event that is not JSON, nested too deep, or off-schema
+        │   ├── EventTooLarge        a body over HUIMIN_MAX_EVENT_BYTES
+        │   └── UnknownEventType     a type no binding routes (alternate exchange) or we don't know
         ├── IdempotencyConflict  a business key reused with a different payload
         ├── ValidationFailed     business fields that break the spec (carries field errors)
         ├── StatementError       a statement file that cannot be parsed (names the line)
@@ -73,6 +79,13 @@ class LedgerUnavailable(RetryLater):
     reason = "ledger_unavailable"
 
 
+class LeaseLost(RetryLater):
+    """start_attempt refused: the caller no longer holds a live lease on the event (another
+    replica took it, or it ran out). Nothing was recorded or sent."""
+
+    reason = "lease_lost"
+
+
 class OutcomeUnknown(HuiminError):
     """The platform may have processed the request: reconcile with a status query."""
 
@@ -87,6 +100,27 @@ class GiveUp(HuiminError):
 
 class ConfigurationError(GiveUp):
     reason = "configuration_error"
+
+
+class TopologyConflict(ConfigurationError):
+    """RabbitMQ refused to redeclare a queue or exchange (406 PRECONDITION_FAILED): it exists
+    with other arguments, e.g. declared by an older version. Migrate it (docs/deployment.md)."""
+
+    reason = "topology_conflict"
+
+
+class UnpublishableMessage(GiveUp):
+    """The transport cannot encode a message (an AMQP short string over 255 bytes, a header
+    value of no AMQP type): nothing was sent. Raised by both transports alike."""
+
+    reason = "unpublishable"
+
+
+class HandlerFailed(GiveUp):
+    """A handler raised something outside this tree, retries used up: a bug or a poison
+    message (RecursionError, a driver's DataError). Carries the exception's text."""
+
+    reason = "handler_error"
 
 
 class PlatformRejected(GiveUp):
@@ -107,6 +141,14 @@ class InvalidEvent(GiveUp):
     def __init__(self, message: str, errors: tuple[FieldError, ...] = ()) -> None:
         super().__init__(message)
         self.errors = errors
+
+
+class EventTooLarge(InvalidEvent):
+    reason = "too_large"
+
+
+class UnknownEventType(InvalidEvent):
+    reason = "unknown_type"
 
 
 class IdempotencyConflict(GiveUp):

@@ -18,7 +18,8 @@ from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
-from .errors import FieldError, InvalidEvent, ValidationFailed
+from .errors import FieldError, InvalidEvent, UnknownEventType, ValidationFailed
+from .identifiers import event_id_or_none, event_type_or_none, printable
 from .models import registry
 
 
@@ -63,6 +64,8 @@ EVENT_TYPES: Mapping[str, EventType] = {
 #: fields the worker fills from settings when the transaction has them and the event does not
 DEFAULTED_FIELDS = ("hospitalId", "cityCode")
 #: trace keys the ledger indexes, when present in an event's data or a platform answer
+#: JSON nested deeper than this is refused before anything walks it recursively
+MAX_DEPTH = 32
 TRACE_KEYS = ("orderId", "trialId", "treatmentSerialNo", "queryId", "origOrderId", "settleDate")
 
 
@@ -71,6 +74,7 @@ class Event(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    # the same shape as identifiers.EVENT_ID_PATTERN, spelt for the JSON Schema
     eventId: str = Field(min_length=8, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")
     type: str
     occurredAt: AwareDatetime
@@ -94,38 +98,72 @@ class PreparedEvent:
 
 
 def read_identity(body: bytes) -> tuple[str | None, str | None]:
-    """eventId and type, when they can be read from an otherwise invalid body."""
+    """eventId and type of an otherwise invalid body, each only when it is well-formed (it
+    may go into an AMQP header, a routing key, SQL or a log line: worker/identifiers.py)."""
     try:
         parsed = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return None, None
     if not isinstance(parsed, dict):
         return None, None
-    event_id, event_type = parsed.get("eventId"), parsed.get("type")
-    return (
-        event_id if isinstance(event_id, str) and event_id else None,
-        event_type if isinstance(event_type, str) and event_type else None,
-    )
+    return event_id_or_none(parsed.get("eventId")), event_type_or_none(parsed.get("type"))
 
 
 def parse_event(body: bytes) -> Event:
     """Bytes off the queue -> Event; InvalidEvent names every problem."""
-    try:
-        parsed = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidEvent(f"event body is not UTF-8 JSON: {exc}") from None
-    if not isinstance(parsed, dict):
-        raise InvalidEvent("event body is not a JSON object")
+    parsed = load_object(body)
     try:
         event = Event.model_validate(parsed)
     except ValidationError as exc:
         errors = _field_errors(exc)
         raise InvalidEvent("event does not match the event schema", errors) from None
     if event.type not in EVENT_TYPES:
-        raise InvalidEvent(
-            f"unknown event type {event.type!r}", (FieldError("type", "unknown event type"),)
+        raise UnknownEventType(
+            f"unknown event type {printable(event.type)!r}",
+            (FieldError("type", "unknown event type"),),
         )
     return event
+
+
+def load_object(body: bytes) -> dict[str, Any]:
+    """UTF-8 JSON object, nested at most MAX_DEPTH levels, no NUL in any key or string.
+
+    Depth is bounded before anything walks the value recursively (pydantic, json.dumps for
+    the ledger): 5,000 levels raised RecursionError. NUL is refused because PostgreSQL
+    cannot store it in text or jsonb, and no field of the spec has a use for it."""
+    try:
+        parsed = json.loads(body)
+    except RecursionError:
+        raise InvalidEvent(f"event body is nested deeper than {MAX_DEPTH} levels") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidEvent(f"event body is not UTF-8 JSON: {exc}") from None
+    if not isinstance(parsed, dict):
+        raise InvalidEvent("event body is not a JSON object")
+    problem = _shape_problem(parsed)
+    if problem is not None:
+        path, message = problem
+        raise InvalidEvent(f"event body refused: {path}: {message}", (FieldError(path, message),))
+    return parsed
+
+
+def _shape_problem(value: Any) -> tuple[str, str] | None:
+    """The first (path, problem) of depth or NUL, walking iteratively (no recursion)."""
+    stack: list[tuple[Any, str, int]] = [(value, "", 1)]
+    while stack:
+        item, path, depth = stack.pop()
+        where = printable(path, 120) or "(event)"
+        if depth > MAX_DEPTH:
+            return where, f"nested deeper than {MAX_DEPTH} levels"
+        if isinstance(item, str) and "\x00" in item:
+            return where, "contains a NUL character"
+        children = item.items() if isinstance(item, dict) else enumerate(item) \
+            if isinstance(item, list) else ()  # fmt: skip
+        for key, child in children:
+            if isinstance(key, str) and "\x00" in key:
+                return where, "has a key with a NUL character"
+            name = printable(str(key), 40)
+            stack.append((child, f"{path}.{name}" if path else name, depth + 1))
+    return None
 
 
 def prepare(event: Event, *, hospital_id: str, city_code: str) -> PreparedEvent:
@@ -174,8 +212,9 @@ def trace_keys(data: Mapping[str, Any]) -> dict[str, str]:
 
 
 def _field_errors(exc: ValidationError) -> tuple[FieldError, ...]:
+    """pydantic's messages never quote the input; a key from the body is printable()d."""
     return tuple(
-        FieldError(".".join(str(p) for p in err["loc"]) or "(event)", err["msg"])
+        FieldError(printable(".".join(str(p) for p in err["loc"]), 120) or "(event)", err["msg"])
         for err in exc.errors()
     )
 

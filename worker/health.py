@@ -5,9 +5,10 @@ up a /metrics scrape, and nothing here touches the broker connection (its thread
 
     /metrics  the worker's CollectorRegistry in the Prometheus text format
     /healthz  200 while the process and its engine thread are alive (else the pod is restarted)
-    /readyz   200 while the engine is connected and consuming and the ledger answers a
-              primary-key lookup; 503 with the failing checks otherwise (the pod gets no
-              traffic: here, nothing routes to it, but rollouts wait for it)
+    /readyz   200 while the engine is connected and consuming (not paused by a ledger
+              outage) and the ledger answers a primary-key lookup; 503 with the failing
+              checks otherwise (the pod gets no traffic: here, nothing routes to it, but
+              rollouts wait for it)
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class EngineState(Protocol):
 
     ready: threading.Event  # connected, declared and consuming
     stop_requested: threading.Event  # draining after SIGTERM
+    paused: threading.Event  # consumers cancelled while the ledger is down
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,8 @@ def worker_checks(engine: EngineState, ledger: Ledger,
             problems.append("broker")
         if engine.stop_requested.is_set():
             problems.append("stopping")
+        if engine.paused.is_set():
+            problems.append("paused")
         if not ledger_answers(ledger):
             problems.append("ledger")
         return problems
@@ -65,10 +69,15 @@ def worker_checks(engine: EngineState, ledger: Ledger,
     return Checks(alive, failing)
 
 
+def probe_ledger(ledger: Ledger) -> None:
+    """A cheap round trip: a primary-key lookup of an id that is never used. Raises when the
+    ledger does not answer (also the engine's probe while it is paused)."""
+    ledger.get_event(READY_PROBE_EVENT_ID)
+
+
 def ledger_answers(ledger: Ledger) -> bool:
-    """A cheap round trip: a primary-key lookup of an id that is never used."""
     try:
-        ledger.get_event(READY_PROBE_EVENT_ID)
+        probe_ledger(ledger)
     except Exception as exc:  # noqa: BLE001 - any failure means "not ready", never a crash
         log.debug("readiness: the ledger did not answer: %s", exc)
         return False

@@ -136,8 +136,11 @@ class AmqpHis:
 
 
 def _declare(channel: Any, topology: Topology) -> None:
+    # the same arguments as the worker's (his.events' alternate exchange): RabbitMQ refuses a
+    # redeclaration with other arguments (406), so a real HIS declares nothing, or the same
     for exchange in topology.exchanges:
-        channel.exchange_declare(exchange.name, exchange.type, durable=True, auto_delete=False)
+        channel.exchange_declare(exchange.name, exchange.type, durable=True, auto_delete=False,
+                                 arguments=dict(exchange.arguments))  # fmt: skip
     for queue in topology.queues:
         channel.queue_declare(queue.name, durable=True, auto_delete=False,
                               arguments=dict(queue.arguments))  # fmt: skip

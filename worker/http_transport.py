@@ -10,12 +10,16 @@ performance.md), so the client's CPU is throughput. This transport keeps what th
   the most likely to still be open), at most `max_idle` of them;
 * a reused connection is checked once, with one `select`, before it is trusted: readable while
   idle means the server closed it (or sent garbage), so it is dropped, never written to;
-* httpx's timeouts (connect / write / read) and httpx's exceptions, with the same meaning for
-  the caller: ConnectError / ConnectTimeout: nothing was sent, safe to resend; WriteError /
+* httpx's timeouts (connect / write / read), plus one overall deadline per request (the
+  "deadline" extension, a time.monotonic() instant: deadlines.py): every socket operation
+  waits at most its phase's timeout AND what is left before the deadline, so a peer trickling
+  one byte a second is cut at the deadline (a per-read timeout alone never fires), without a
+  timer thread; nothing is sent once it has passed. httpx's exceptions, with the same meaning
+  for the caller: ConnectError / ConnectTimeout: nothing was sent, safe to resend; WriteError /
   WriteTimeout / ReadError / ReadTimeout / RemoteProtocolError: the request may have reached
   the platform (a money call is then reconciled, never resent blindly);
 * TLS through an `ssl.SSLContext` (verification, CA bundle and client certificate are the
-  caller's: client.build_transport).
+  caller's: build_transport, from the settings).
 
 Every response is read in full before it is returned (platform answers are small JSON
 documents; the 3 MB goes the other way). Thread-safe: a connection is used by one thread at a
@@ -25,21 +29,29 @@ time, taken from and returned to the pool under a lock.
 from __future__ import annotations
 
 import http.client
+import io
 import select
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import httpx
 
+from .errors import ConfigurationError
+from .settings import Settings
+
 Origin = tuple[str, str, int]  # scheme, host, port
 Connection = http.client.HTTPConnection
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 #: platform answers are small JSON documents; anything this large is not one
 MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+#: a large body (a 3 MB image) is sent in slices, the deadline re-checked before each: an
+#: SSL socket's sendall applies its timeout per write, not to the whole body
+_SEND_SLICE = 256 * 1024
 
 
 class StdlibTransport(httpx.BaseTransport):
@@ -57,9 +69,13 @@ class StdlibTransport(httpx.BaseTransport):
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         origin = _origin(request.url)
         timeouts = _timeouts(request)
-        conn = self._checkout(origin, timeouts["connect"])
+        deadline = request.extensions.get("deadline")
+        conn = self._checkout(origin, _connect_timeout(timeouts["connect"], deadline))
         try:
-            response = _exchange(conn, request, timeouts, self._max_response_bytes)
+            if deadline is not None and time.monotonic() >= deadline:
+                # connected too late (a slow TLS handshake): nothing sent, nothing to wait for
+                raise httpx.ConnectTimeout("the call's deadline passed before sending")
+            response = _exchange(conn, request, timeouts, self._max_response_bytes, deadline)
         except BaseException:
             conn.close()
             raise
@@ -128,17 +144,97 @@ class _Answer:
         self.will_close = response.will_close
 
 
-def _exchange(conn: Connection, request: httpx.Request,
-              timeouts: dict[str, float | None], max_bytes: int) -> _Answer:  # fmt: skip
+def _exchange(conn: Connection, request: httpx.Request, timeouts: dict[str, float | None],
+              max_bytes: int, deadline: float | None) -> _Answer:  # fmt: skip
     body = request.read()
     target = request.url.raw_path.decode("ascii")
     headers = {k: v for k, v in request.headers.items() if k.lower() != "host"}
-    with _mapped(httpx.WriteTimeout, httpx.WriteError):
-        _set_timeout(conn, timeouts["write"])
-        conn.request(request.method, target, body=body, headers=headers)
-    with _mapped(httpx.ReadTimeout, httpx.ReadError):
-        _set_timeout(conn, timeouts["read"])
-        return _Answer(conn.getresponse(), max_bytes)
+    real = conn.sock
+    guarded = None if deadline is None or real is None else _DeadlineSocket(real, deadline)
+    if guarded is not None:
+        conn.sock = guarded  # type: ignore[assignment]
+    try:
+        with _mapped(httpx.WriteTimeout, httpx.WriteError):
+            _set_timeout(conn, timeouts["write"])
+            conn.request(request.method, target, body=body, headers=headers)
+        with _mapped(httpx.ReadTimeout, httpx.ReadError):
+            _set_timeout(conn, timeouts["read"])
+            return _Answer(conn.getresponse(), max_bytes)
+    finally:
+        if guarded is not None and conn.sock is guarded:
+            conn.sock = real  # back in the pool as a plain socket
+
+
+class _DeadlineSocket:
+    """A connection's socket for one exchange with a deadline (see the module docstring).
+
+    http.client only calls sendall, makefile("rb") (whose reads come back as recv_into),
+    settimeout and close on it; everything else is the real socket's. It counts the files
+    made from it like socket.socket does, so a response that owns the connection
+    (Connection: close) can still be read after http.client closes the connection.
+    """
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        self._sock = sock
+        self._deadline = deadline
+        self._phase_timeout: float | None = sock.gettimeout()
+        self._io_refs = 0
+        self._closed = False
+
+    def _arm(self) -> None:
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the call's deadline has passed")
+        phase = self._phase_timeout
+        self._sock.settimeout(left if phase is None else min(phase, left))
+
+    def settimeout(self, timeout: float | None) -> None:
+        self._phase_timeout = timeout
+
+    def gettimeout(self) -> float | None:
+        return self._phase_timeout
+
+    def sendall(self, data: bytes, flags: int = 0) -> None:
+        with memoryview(data) as view, view.cast("B") as octets:
+            for start in range(0, len(octets), _SEND_SLICE):
+                self._arm()
+                self._sock.sendall(octets[start : start + _SEND_SLICE], flags)
+
+    def recv_into(self, buffer: Any, *args: Any) -> int:
+        self._arm()
+        return self._sock.recv_into(buffer, *args)
+
+    def makefile(self, mode: str = "rb", *args: Any, **kwargs: Any) -> io.BufferedReader:
+        if mode != "rb":
+            raise ValueError(f"only binary reads go through the deadline, not {mode!r}")
+        self._io_refs += 1
+        raw = socket.SocketIO(self, "rb")  # type: ignore[arg-type]
+        return io.BufferedReader(raw, io.DEFAULT_BUFFER_SIZE)
+
+    def _decref_socketios(self) -> None:  # called by SocketIO.close()
+        self._io_refs -= 1
+        if self._closed and self._io_refs <= 0:
+            self._sock.close()
+
+    def close(self) -> None:
+        self._closed = True
+        if self._io_refs <= 0:
+            self._sock.close()
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+def _connect_timeout(timeout: float | None, deadline: float | None) -> float | None:
+    if deadline is None:
+        return timeout
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise httpx.ConnectTimeout("the call's deadline passed before connecting")
+    return left if timeout is None else min(timeout, left)
 
 
 @contextmanager
@@ -193,3 +289,30 @@ def _origin(url: httpx.URL) -> Origin:
 def _timeouts(request: httpx.Request) -> dict[str, float | None]:
     given: dict[str, Any] = request.extensions.get("timeout", {})
     return {phase: given.get(phase) for phase in ("connect", "write", "read")}
+
+
+def build_transport(settings: Settings) -> httpx.BaseTransport:
+    """Platform calls: TLS verification on unless explicitly disabled, and a keep-alive
+    connection for every handler thread (http_transport.py says why not httpcore)."""
+    return StdlibTransport(ssl_context=tls_context(settings), max_idle=settings.concurrency + 4)
+
+
+def build_download_transport(settings: Settings) -> httpx.BaseTransport:
+    """Statement files: httpx's own transport, which streams (statement.py enforces a size
+    limit while it reads), with the same TLS settings."""
+    return httpx.HTTPTransport(verify=tls_context(settings), retries=0)
+
+
+def tls_context(settings: Settings) -> ssl.SSLContext:
+    if not settings.tls_verify:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    try:
+        context = ssl.create_default_context(cafile=settings.tls_ca_bundle)
+        if settings.tls_client_cert:
+            context.load_cert_chain(settings.tls_client_cert, settings.tls_client_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigurationError(f"TLS files unusable (HUIMIN_TLS_*): {exc}") from exc
+    return context

@@ -23,7 +23,23 @@ _NAME_FIELDS = re.compile(
     r'("(?:userName|name|psnName|patientName|doctorName|reportingDoctor|reviewingDoctor)"\s*:\s*")'
     r'([^"\\])([^"\\]*)(")'
 )
-_SECRET_FIELDS = re.compile(r'("?(?:signToken|secret|password|key)"?\s*[:=]\s*"?)([^"&,\s]+)')
+# The first words of pydantic's own messages ("Field required", "Input should be ..."): a
+# validation error about a secret-named field says what is wrong with it, it is not the value.
+_MESSAGE_STARTS = (
+    "Arguments|Assertion|Cannot|Data|Date|Datetimes|Decimal|Error|Extra|Field|Fraction|Got|"
+    "Input|Instance|Invalid|JSON|Keys|Missing|Object|Recursion|Set|String|The|URL|UUID|Unable|"
+    "Unexpected|Value"
+)
+# a named secret in any form (secret=x, "password": "x", platform_secret: x), but never a
+# field merely ending in such a word's letters (whole names only)
+_SECRET_FIELDS = re.compile(
+    r'(?<![0-9A-Za-z])("?(?:signToken|[A-Za-z_]*(?:secret|Secret|SECRET|password|Password|'
+    r'PASSWORD))"?\s*[:=]\s*"?)'
+    rf'(?!(?:{_MESSAGE_STARTS})\b)([^"&,\s]+)'
+)
+# `key` only as a parameter: the signing string's `&key=<secret>` (spec 2.3). A JSON "key" is
+# a dead letter's or a trace's key, which an operator must see.
+_KEY_PARAM = re.compile(rf"(?<![0-9A-Za-z_])(key=)(?!(?:{_MESSAGE_STARTS})\b)([^\"&,\s]+)")
 
 EXTRA_FIELDS = ("event_id", "event_type", "trans_code", "outcome", "platform_seq_id", "rt_code",
                 "attempts", "retry", "reason")
@@ -35,7 +51,8 @@ def mask(text: str) -> str:
     text = _LEGACY_ID.sub(r"\1******\2", text)
     text = _MOBILE.sub(r"\1****\2", text)
     text = _NAME_FIELDS.sub(lambda m: m[1] + m[2] + "*" * len(m[3]) + m[4], text)
-    return _SECRET_FIELDS.sub(r"\1***", text)
+    text = _SECRET_FIELDS.sub(r"\1***", text)
+    return _KEY_PARAM.sub(r"\1***", text)
 
 
 class MaskingFilter(logging.Filter):
@@ -44,21 +61,21 @@ class MaskingFilter(logging.Filter):
         self.secrets = tuple(s for s in secrets if s)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.msg, record.args = self._clean(record.getMessage()), None
+        record.msg, record.args = self.clean(record.getMessage()), None
         # `extra` fields are printed verbatim by the JSON formatter; an eventId is free text
         # chosen by the HIS and may well embed an id or phone number
         for name in EXTRA_FIELDS:
             value = getattr(record, name, None)
             if isinstance(value, str):
-                setattr(record, name, self._clean(value))
+                setattr(record, name, self.clean(value))
         if record.exc_info and record.exc_info[1] is not None:
-            record.exc_text = self._clean(logging.Formatter().formatException(record.exc_info))
+            record.exc_text = self.clean(logging.Formatter().formatException(record.exc_info))
             record.exc_info = None
         if record.stack_info:
-            record.stack_info = self._clean(record.stack_info)
+            record.stack_info = self.clean(record.stack_info)
         return True
 
-    def _clean(self, text: str) -> str:
+    def clean(self, text: str) -> str:
         text = mask(text)
         for secret in self.secrets:
             text = text.replace(secret, "***")
@@ -81,7 +98,7 @@ class JsonFormatter(logging.Formatter):
 
 def configure_logging(settings: Settings, stream: Any = None) -> logging.Handler:
     handler = logging.StreamHandler(stream or sys.stderr)
-    handler.addFilter(MaskingFilter(_secrets(settings)))
+    handler.addFilter(MaskingFilter(secrets_of(settings)))
     if settings.log_format == "json":
         handler.setFormatter(JsonFormatter())
     else:
@@ -92,7 +109,7 @@ def configure_logging(settings: Settings, stream: Any = None) -> logging.Handler
     return handler
 
 
-def _secrets(settings: Settings) -> tuple[str, ...]:
+def secrets_of(settings: Settings) -> tuple[str, ...]:
     secret = settings.platform_secret.get_secret_value()
     return (secret, secret[:16], *_url_passwords(settings))
 

@@ -20,6 +20,9 @@ class Delivery:
     redelivered: bool = False
     queue: str = ""
     tag: Any = None  # the broker's handle for ack/nack; opaque to the processor
+    #: the exchange it was published to: "his.events" for the HIS's own messages, "" for the
+    #: worker's retries (dead-lettered back from a retry queue) and replays
+    exchange: str = ""
 
 
 @dataclass(frozen=True)
@@ -40,8 +43,9 @@ class Outgoing:
 class Disposition:
     """What to do with a delivery: publish `messages` (all confirmed), then ack.
 
-    With `requeue` nothing is published and the delivery is returned to its queue (the ledger
-    was unreachable: nothing was decided). `on_confirmed` runs after every confirm arrived.
+    With `requeue` nothing is published and nothing was decided: a dependency (the ledger) is
+    down. The engine holds the delivery unacked and pauses consuming until it is back.
+    `on_confirmed` runs after every confirm arrived.
     The optional fields after `label` only describe what happened, for logs and metrics; the
     consumer never reads them.
     """

@@ -17,13 +17,14 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from .answers import ANSWER_FIELDS, label_pairs
 from .client import Attempt
 from .clock import Clock, system_clock
 from .errors import HuiminError
@@ -43,6 +44,7 @@ RECONCILIATION_RESULTS = frozenset({"succeeded", "failed", "pending", "not_found
                                     "query_failed"})  # fmt: skip
 CONFIRM_RESULTS = frozenset({"ack", "nack", "timeout"})
 SIGNATURE_DIRECTIONS = frozenset({"request", "response"})
+INSECURE_TRANSPORT_REASONS = ("tls_verify_off", "plain_http")  # settings.insecure_transport
 
 # Seconds. A handler's work is a ledger write or two plus at most one platform call.
 PROCESSING_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -110,6 +112,8 @@ class WorkerMetrics:
         self._platform(registry)
         self._broker(registry)
         self._money(registry)
+        self._transport_safety(registry)
+        self._answer_matching(registry)
         self._start_at_zero()
 
     def _events(self, registry: CollectorRegistry) -> None:
@@ -155,6 +159,14 @@ class WorkerMetrics:
         self.broker_reconnects = Counter(
             "huimin_broker_reconnects", "Connections re-established after a loss.",
             registry=registry)  # fmt: skip
+        # --- the engine's pause while the ledger is down (issue 10) ---
+        self.consuming_paused_gauge = Gauge(
+            "huimin_consuming_paused", "1 while consuming is paused because the ledger is "
+            "down (deliveries held, the ledger probed with backoff).",
+            registry=registry)  # fmt: skip
+        self.ledger_outages = Counter(
+            "huimin_ledger_outages", "Pauses of consuming because the ledger was down.",
+            registry=registry)  # fmt: skip
 
     def _money(self, registry: CollectorRegistry) -> None:
         self.reconciliations = Counter(
@@ -163,6 +175,28 @@ class WorkerMetrics:
         self.discrepancies = Counter(
             "huimin_statement_discrepancies", "Differences found between the daily statement "
             "and the ledger.", ["kind"], registry=registry)  # fmt: skip
+
+    def _transport_safety(self, registry: CollectorRegistry) -> None:
+        self.insecure_transport = Gauge(
+            "huimin_insecure_platform_transport", "1 while the way to the platform is insecure: "
+            "tls_verify_off (HUIMIN_TLS_VERIFY=false) or plain_http (http:// to a host that is "
+            "not loopback).", ["reason"], registry=registry)  # fmt: skip
+        for reason in INSECURE_TRANSPORT_REASONS:
+            self.insecure_transport.labels(reason).set(0)
+
+    # --- answers that do not match their request (answers.py) ----------------------------
+
+    def _answer_matching(self, registry: CollectorRegistry) -> None:
+        self.answer_mismatches = Counter(
+            "huimin_platform_answer_mismatch", "Verified platform answers that do not echo "
+            "their request (another order, amount or kind; an old answer replayed), by the "
+            "first field that differs.", ["trans_code", "field"], registry=registry)  # fmt: skip
+        for trans_code, field in label_pairs():  # alerted on with increase(): born at 0
+            self.answer_mismatches.labels(trans_code, field)
+
+    def answer_mismatch(self, trans_code: str, field: str) -> None:
+        self.answer_mismatches.labels(bounded(trans_code, TRANSACTIONS),
+                                      bounded(field, ANSWER_FIELDS)).inc()  # fmt: skip
 
     def _start_at_zero(self) -> None:
         """Alerts use increase(); a series born at 1 has no increase, so the ones alerted on
@@ -216,6 +250,11 @@ class WorkerMetrics:
         if connected and reconnect:
             self.broker_reconnects.inc()
 
+    def consuming_paused(self, paused: bool) -> None:
+        self.consuming_paused_gauge.set(1 if paused else 0)
+        if paused:
+            self.ledger_outages.inc()
+
     # --- the client's observer --------------------------------------------------------------
 
     def request_finished(self, attempt: Attempt) -> None:
@@ -240,6 +279,12 @@ class WorkerMetrics:
                     return OTHER
                 self._discrepancy_kinds.add(label)
         return label
+
+    # --- the platform transport, as configured (set once at start) ------------------------
+
+    def insecure_platform_transport(self, reasons: Mapping[str, bool]) -> None:
+        for reason in INSECURE_TRANSPORT_REASONS:
+            self.insecure_transport.labels(reason).set(1 if reasons.get(reason) else 0)
 
     # --- ledger-derived gauges --------------------------------------------------------------
 

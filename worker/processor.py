@@ -17,46 +17,37 @@ from __future__ import annotations
 import logging
 import random
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from . import events as ev
+from . import intake
 from .client import PlatformClient
 from .clock import Clock
+from .deadlines import lease_for
 from .errors import (
     FieldError,
     GiveUp,
     HuiminError,
     InvalidEvent,
+    LeaseLost,
     LedgerUnavailable,
     OutcomeUnknown,
     PlatformRejected,
     RetryLater,
 )
+from .identifiers import printable
 from .ledger.base import Begin, EventRecord, EventState, Ledger, NewEvent
 from .messages import Delivery, Disposition, Outgoing, int_header, without_broker_headers
 from .models import registry
 from .reconcile import AttemptCount, LedgerRecorder, MoneyCall, Step
+from .refusals import Refusals, prepend
 from .results import Outcome, Result, build_result, result_body
 from .settings import Settings
-from .topology import (
-    DEAD_LETTER_QUEUE,
-    H_ATTEMPTS,
-    H_ERROR,
-    H_REASON,
-    H_RETRY,
-    H_ROUTING_KEY,
-    H_WORK_QUEUE,
-    RESULTS_EXCHANGE,
-    Topology,
-    work_queue_for,
-)
+from .topology import H_RETRY, H_ROUTING_KEY, RESULTS_EXCHANGE, Topology
 
 log = logging.getLogger(__name__)
 
-#: the payload_hash of an event recorded as invalid (no valid payload to hash); dlq replay
-#: recognises such events by it
-INVALID_PAYLOAD_HASH = "invalid"
 
 
 @dataclass(frozen=True)
@@ -98,7 +89,9 @@ class Processor:
         self.clock = clock
         self.owner = owner
         self.rng = rng or random.Random()
-        self.lease = timedelta(seconds=4 * settings.read_timeout_s + 30)
+        self.rules = intake.IntakeRules.from_settings(settings)
+        self.refusals = Refusals(ledger, clock, self.rules, self._publish_result)
+        self.lease = lease_for(settings)
 
     # --- entry point --------------------------------------------------------------------------
 
@@ -106,37 +99,23 @@ class Processor:
         try:
             disposition = self._handle(delivery)
         except LedgerUnavailable as exc:
-            log.warning("ledger unavailable, requeueing: %s", exc)
+            # the engine holds the delivery and pauses: one warning there, not one per delivery
+            log.debug("ledger unavailable, holding the delivery: %s", exc)
             disposition = Disposition(requeue=True, label="requeued")
         _log_finished(delivery, disposition)
         return disposition
 
     def _handle(self, delivery: Delivery) -> Disposition:
         try:
-            event = ev.parse_event(delivery.body)
-            _check_routing(event, delivery)
-            prepared = ev.prepare(
-                event, hospital_id=self.settings.hospital_id, city_code=self.settings.city_code
-            )
+            prepared = intake.admit_delivery(delivery, self.rules)
         except InvalidEvent as exc:
-            return self._invalid(delivery, exc)
+            return self.refusals.refuse(delivery, exc)
         begin = self.ledger.begin_event(self._new_event(prepared))
         return self._after_begin(delivery, prepared, begin)
 
     def _new_event(self, prepared: ev.PreparedEvent) -> NewEvent:
         now = self.clock()
-        return NewEvent(
-            event_id=prepared.event.eventId,
-            event_type=prepared.event.type,
-            trans_code=prepared.trans_code,
-            payload=prepared.event.model_dump(mode="json"),
-            payload_hash=prepared.payload_hash,
-            business_key=prepared.business_key,
-            keys=prepared.keys,
-            received_at=now,
-            lease_owner=self.owner,
-            lease_until=now + self.lease,
-        )
+        return intake.new_event(prepared, now, owner=self.owner, lease_until=now + self.lease)
 
     def _after_begin(
         self, delivery: Delivery, prepared: ev.PreparedEvent, begin: Begin
@@ -186,7 +165,7 @@ class Processor:
 
     def _leased(self, ctx: Context) -> Disposition:
         if not ctx.fresh and not self._lease(ctx.event_id):  # a new event came leased
-            return self._retry(ctx, "another worker holds this event")
+            return self._retry(ctx, "another worker holds this event", state=None)
         try:
             return self._work(ctx)
         except GiveUp as exc:
@@ -208,6 +187,8 @@ class Processor:
                                      recorder=self._recorder(ctx, "call"))  # fmt: skip
         except PlatformRejected as exc:
             return self._rejected(ctx, exc)
+        except LeaseLost as exc:  # another replica holds the event: nothing was sent
+            return self._retry(ctx, str(exc), state=None)
         except (RetryLater, OutcomeUnknown) as exc:
             return self._retry_or_give_up(ctx, exc)
         return self._finish(ctx, Outcome.SUCCEEDED, rt_code=reply.rt_code, rt_msg=reply.rt_msg,
@@ -215,7 +196,7 @@ class Processor:
 
     def _money(self, ctx: Context) -> Disposition:
         money = MoneyCall(self.ledger, self.client, ctx.prepared, self.clock,
-                          fresh=ctx.fresh, count=ctx.count)  # fmt: skip
+                          fresh=ctx.fresh, count=ctx.count, owner=self.owner)  # fmt: skip
         step = money.step()
         return replace(self._after_step(ctx, money, step), reconciliation=step.reconciliation)
 
@@ -223,6 +204,8 @@ class Processor:
         if step.final is not None:
             return self._finish(ctx, step.final, rt_code=step.rt_code, rt_msg=step.rt_msg,
                                 data=step.data)  # fmt: skip
+        if step.lease_lost:  # another replica holds the event: nothing sent, nothing decided
+            return self._retry(ctx, step.reason, state=None)
         if money.status_queries() >= self.settings.reconcile_max_queries:
             return self._finish(ctx, Outcome.UNKNOWN, rt_code=step.rt_code,
                                 rt_msg=f"outcome unknown after reconciliation: {step.reason}",
@@ -232,7 +215,8 @@ class Processor:
         return self._retry(ctx, step.reason, EventState.RECONCILING)
 
     def _recorder(self, ctx: Context, purpose: str) -> LedgerRecorder:
-        return LedgerRecorder(self.ledger, ctx.event_id, purpose, self.clock, ctx.count)
+        return LedgerRecorder(self.ledger, ctx.event_id, purpose, self.clock, ctx.count,
+                              owner=self.owner, lease=self.lease)
 
     def _rejected(self, ctx: Context, exc: PlatformRejected) -> Disposition:
         return self._finish(ctx, Outcome.FAILED, rt_code=exc.rt_code, rt_msg=exc.rt_msg,
@@ -249,12 +233,15 @@ class Processor:
         return sum(1 for a in self.ledger.attempts(event_id) if a.purpose == "call")
 
     def _retry(
-        self, ctx: Context, why: str, state: EventState = EventState.WAITING
+        self, ctx: Context, why: str, state: EventState | None = EventState.WAITING
     ) -> Disposition:
+        """Park the delivery in the retry queue of its next delay. `state` None: the event is
+        another delivery's (it holds the lease), so its state is left alone."""
         work_class = ctx.prepared.event.event_type.work_class
         step = self.topology.retry_step(work_class, ctx.retry + 1, self.rng)
         now = self.clock()
-        self.ledger.set_state(ctx.event_id, state, now)
+        if state is not None:
+            self.ledger.set_state(ctx.event_id, state, now)
         self.ledger.record(ctx.event_id, "retry_scheduled",
                            {"retry": ctx.retry + 1, "queue": step.queue, "why": why}, now)
         self.ledger.release_lease(ctx.event_id, self.owner)
@@ -272,50 +259,12 @@ class Processor:
         rt_code = getattr(exc, "rt_code", None)
         finished = self._finish(ctx, Outcome.FAILED, rt_code=rt_code,
                                 rt_msg=f"{reason}: {exc}", errors=errors)  # fmt: skip
-        dead = self._dead_letter(ctx.delivery, ctx.event_id, ctx.event_type, reason, str(exc))
+        if finished.label == "retry":  # the lease was lost: the owner decides, not us
+            return finished
+        dead = self.refusals.dead_letter(ctx.delivery, ctx.event_id, ctx.event_type, reason,
+                                         str(exc))  # fmt: skip
         self.ledger.record(ctx.event_id, "dead_lettered", {"reason": reason}, self.clock())
-        return _prepend(dead, finished, "dead_lettered", reason)
-
-    def _invalid(self, delivery: Delivery, exc: InvalidEvent) -> Disposition:
-        event_id, event_type = ev.read_identity(delivery.body)
-        dead = self._dead_letter(delivery, event_id, event_type, exc.reason, _describe(exc))
-        if not (event_id and event_type):
-            return Disposition((dead,), label="dead_lettered", reason=exc.reason)
-        record = self.ledger.begin_event(self._invalid_event(delivery, event_id, event_type))
-        if record.record.state is EventState.COMPLETED and record.kind == "existing":
-            return _prepend(dead, self._publish_result(
-                event_id, Result.model_validate(record.record.result), "republished"),
-                "dead_lettered", exc.reason)  # fmt: skip
-        result = build_result(
-            event_id=event_id, event_type=event_type, trans_code=None, outcome=Outcome.FAILED,
-            at=self.clock(), attempts=0, rt_msg=str(exc), errors=exc.errors,
-        )  # fmt: skip
-        stored = self.ledger.complete_event(event_id, result.outcome.value,
-                                            result.model_dump(mode="json"), self.clock())
-        self.ledger.record(event_id, "dead_lettered", {"reason": exc.reason}, self.clock())
-        published = self._publish_result(event_id, Result.model_validate(stored.result), "failed")
-        return _prepend(dead, published, "dead_lettered", exc.reason)
-
-    def _invalid_event(self, delivery: Delivery, event_id: str, event_type: str) -> NewEvent:
-        return NewEvent(
-            event_id=event_id, event_type=event_type,
-            trans_code=None, payload={"raw": delivery.body.decode("utf-8", "replace")},
-            payload_hash=INVALID_PAYLOAD_HASH, business_key=None, keys={}, received_at=self.clock(),
-        )  # fmt: skip
-
-    def _dead_letter(
-        self, delivery: Delivery, event_id: str | None, event_type: str | None,
-        reason: str, error: str,
-    ) -> Outgoing:  # fmt: skip
-        attempts = len(self.ledger.attempts(event_id)) if event_id else 0
-        headers = {
-            **delivery.headers,
-            H_REASON: reason, H_ERROR: error[:1000], H_ATTEMPTS: attempts,
-            H_ROUTING_KEY: delivery.headers.get(H_ROUTING_KEY) or delivery.routing_key,
-            H_WORK_QUEUE: work_queue_for(event_type or "") or delivery.queue,
-        }  # fmt: skip
-        return Outgoing("", DEAD_LETTER_QUEUE, delivery.body, without_broker_headers(headers),
-                        message_id=event_id)  # fmt: skip
+        return prepend(dead, finished, reason)
 
     def _finish(
         self, ctx: Context, outcome: Outcome, *, rt_code: str | None = None,
@@ -332,13 +281,22 @@ class Processor:
         stored = self.ledger.complete_event(
             ctx.event_id, outcome.value, result.model_dump(mode="json"), now,
             keys=ev.trace_keys(data) if data else None, release_owner=self.owner,
+            owner=self.owner,
         )  # fmt: skip
+        if not stored.result:  # another delivery holds a live lease on it: it decides
+            return self._lease_lost(ctx)
         # first writer wins: publish what the ledger holds, which is ours unless another
         # worker completed the event first
         mine = stored.result and stored.result.get("resultId") == result.resultId
         final = result if mine else Result.model_validate(stored.result)
         return self._publish_result(ctx.event_id, final, final.outcome.value,
                                     occurred_at=ctx.prepared.event.occurredAt)  # fmt: skip
+
+    def _lease_lost(self, ctx: Context) -> Disposition:
+        """Our answer is not stored: the owner of the live lease finishes the event (a money
+        call by its status query). This delivery comes back later, to republish the result."""
+        self.ledger.record(ctx.event_id, "lease_lost", {"owner": self.owner}, self.clock())
+        return self._retry(ctx, "another worker holds this event's lease", state=None)
 
     def _attempts_made(self, ctx: Context) -> int:
         if ctx.fresh:
@@ -364,35 +322,19 @@ class Processor:
         )  # fmt: skip
 
 
-def _prepend(message: Outgoing, disposition: Disposition, label: str, reason: str) -> Disposition:
-    return replace(disposition, messages=(message, *disposition.messages), label=label,
-                   reason=reason)  # fmt: skip
-
-
 def _log_finished(delivery: Delivery, disposition: Disposition) -> None:
     """One line per finished delivery; the ids go in `extra` for the JSON formatter (masked by
     the logging filter like the message)."""
     finished = disposition.finished_as
     fields = {
-        "event_id": disposition.event_id or delivery.message_id,
-        "event_type": disposition.event_type or delivery.routing_key,
+        # what the HIS put in message_id and the routing key is unchecked: printable only
+        "event_id": disposition.event_id or printable(delivery.message_id or "") or None,
+        "event_type": disposition.event_type or printable(delivery.routing_key),
         "trans_code": disposition.trans_code, "outcome": finished,
         "attempts": disposition.attempts, "retry": disposition.retry, "reason": disposition.reason,
     }  # fmt: skip
-    needs_a_look = finished in ("unknown", "requeued") or disposition.reason is not None
+    if disposition.requeue:  # held while the ledger is down: the engine says it once
+        return
+    needs_a_look = finished == "unknown" or disposition.reason is not None
     log.log(logging.WARNING if needs_a_look else logging.INFO, "delivery finished: %s", finished,
             extra={k: v for k, v in fields.items() if v is not None})  # fmt: skip
-
-
-def _check_routing(event: ev.Event, delivery: Delivery) -> None:
-    """The body's type must be the routing key it was published with: otherwise a payment
-    could travel on the claims queue, or one transaction be run for another."""
-    routed = delivery.headers.get(H_ROUTING_KEY) or delivery.routing_key
-    if routed != event.type:
-        message = f"event type {event.type!r} was published with routing key {routed!r}"
-        raise InvalidEvent(message, (FieldError("type", message),))
-
-
-def _describe(exc: InvalidEvent) -> str:
-    details = "; ".join(f"{e.field}: {e.message}" for e in exc.errors)
-    return f"{exc}" + (f" ({details})" if details else "")

@@ -9,20 +9,30 @@ A money call (HOS00003 pay, HOS00004 refund, HOS00014 settle) moves one step per
 
     status query answer       step result
     final orderStatus         succeeded (x2) / failed (x3), with the query's data
-    rtCode 1000               the platform never accepted the order: send again, now
+    rtCode 1000               the platform never accepted the order: send again, now, once
+                              the last call attempt's deadline has passed (deadlines.py);
+                              before that it may still be arriving: query again later
     non-final / no answer     stay unknown: the caller schedules another query with backoff
+    not about this order      query_failed (answers.py): ask again later, never final
+
+With an `owner`, every attempt is recorded only while that owner holds a live lease on the
+event, and the lease is extended past the call's budget (ledger start_attempt): a replica that
+lost the event sends nothing (Step.lease_lost).
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from typing import Any
 
+from . import answers
 from . import events as ev
 from .client import Attempt, PlatformClient, PlatformReply
 from .clock import Clock
-from .errors import HuiminError, OutcomeUnknown, PlatformRejected, RetryLater
+from .deadlines import deadline_passed, lease_for
+from .errors import HuiminError, LeaseLost, OutcomeUnknown, PlatformRejected, RetryLater
 from .ledger.base import AttemptRecord, Ledger
 from .models import registry
 from .outcomes import OrderState, judge_order_status
@@ -44,19 +54,30 @@ class AttemptCount:
 
 
 class LedgerRecorder:
-    """Records each attempt in the ledger: committed before the request is sent."""
+    """Records each attempt in the ledger: committed before the request is sent.
+
+    With `owner` (and `lease`, from deadlines.lease_for), only while that owner holds a live
+    lease, which is extended to the attempt's start + `lease`; otherwise LeaseLost is raised
+    and the client sends nothing."""
 
     def __init__(self, ledger: Ledger, event_id: str, purpose: str, clock: Clock,
-                 count: AttemptCount | None = None) -> None:  # fmt: skip
+                 count: AttemptCount | None = None, *, owner: str | None = None,
+                 lease: timedelta | None = None) -> None:  # fmt: skip
         self.ledger, self.event_id, self.purpose, self.clock = ledger, event_id, purpose, clock
         self.count = count or AttemptCount()
+        self.owner, self.lease = owner, lease
 
     def started(self, attempt: Attempt) -> object:
-        self.count.by_purpose[self.purpose] += 1
-        return self.ledger.start_attempt(
+        until = None
+        if self.owner is not None and self.lease is not None:
+            until = attempt.sent_at + self.lease
+        handle = self.ledger.start_attempt(
             self.event_id, attempt.trans_code, attempt.platform_seq_id,
             self.purpose, attempt.sent_at,  # type: ignore[arg-type]
+            owner=self.owner, lease_until=until,
         )  # fmt: skip
+        self.count.by_purpose[self.purpose] += 1  # counted once recorded
+        return handle
 
     def finished(self, handle: object, attempt: Attempt) -> None:
         self.ledger.finish_attempt(
@@ -79,6 +100,9 @@ class Step:
     # what a status query said, for metrics: succeeded | failed | pending | not_found |
     # rejected | query_failed; None when this step sent the call without querying
     reconciliation: str | None = None
+    # the ledger refused to record an attempt: another replica holds the event (or it is
+    # completed). Nothing was sent; the caller backs off without deciding anything.
+    lease_lost: bool = False
 
 
 class MoneyCall:
@@ -91,15 +115,24 @@ class MoneyCall:
         *,
         fresh: bool = False,
         count: AttemptCount | None = None,
+        owner: str | None = None,
     ) -> None:
         self.ledger, self.client, self.prepared, self.clock = ledger, client, prepared, clock
         self.event_id = prepared.event.eventId
         self.transaction = registry.get_transaction(prepared.trans_code)
         self.fresh = fresh  # first sight of the event: no attempts before this delivery
         self.count = count or AttemptCount()
+        self.owner = owner  # the lease holder: attempts are recorded only under its lease
+        self.last: AttemptRecord | None = None
 
     def step(self) -> Step:
-        last = self._last_call()
+        try:
+            return self._step()
+        except LeaseLost as exc:
+            return Step(reason=f"not sent: {exc}", lease_lost=True)
+
+    def _step(self) -> Step:
+        self.last = last = self._last_call()
         if last is None or last.outcome == "retry_safe":
             return self._send()
         return self._query()
@@ -116,7 +149,9 @@ class MoneyCall:
         return calls[-1] if calls else None
 
     def _recorder(self, purpose: str) -> LedgerRecorder:
-        return LedgerRecorder(self.ledger, self.event_id, purpose, self.clock, self.count)
+        lease = lease_for(self.client.settings)
+        return LedgerRecorder(self.ledger, self.event_id, purpose, self.clock, self.count,
+                              owner=self.owner, lease=lease)  # fmt: skip
 
     def _send(self) -> Step:
         try:
@@ -126,6 +161,8 @@ class MoneyCall:
             return Step(Outcome.FAILED, exc.rt_code, exc.rt_msg, exc.data)
         except OutcomeUnknown as exc:
             return Step(reason=f"outcome unknown: {exc}")
+        except LeaseLost:
+            raise  # nothing sent: step() says so, never give_up (that would decide the event)
         except RetryLater as exc:
             return Step(reason=str(exc), give_up=exc)
         return self._judge(reply)
@@ -133,11 +170,14 @@ class MoneyCall:
     def _query(self) -> Step:
         code = self.transaction.status_query
         assert code is not None, "every money call has a status query"
+        expect = answers.for_query(code, self.prepared.trans_code, self.prepared.business)
         try:
-            reply = self.client.call(code, self._query_business(),
+            reply = self.client.call(code, self._query_business(), expect=expect,
                                      recorder=self._recorder("status_query"))  # fmt: skip
         except PlatformRejected as exc:
             return self._query_rejected(exc)
+        except LeaseLost:
+            raise
         except (OutcomeUnknown, RetryLater) as exc:
             return Step(reason=f"status query failed: {exc}", reconciliation="query_failed")
         self._journal("reconcile", {"query": code, "orderStatus": reply.data.get("orderStatus")})
@@ -147,9 +187,22 @@ class MoneyCall:
     def _query_rejected(self, exc: PlatformRejected) -> Step:
         self._journal("reconcile", {"query": self.transaction.status_query, "rtCode": exc.rt_code})
         if exc.rt_code == NOT_FOUND:
+            if not self._last_call_over():
+                return Step(rt_code=exc.rt_code, rt_msg=exc.rt_msg, reconciliation="not_found",
+                            reason="status query found no order, but the last call may still "
+                                   "be reaching the platform: query again later")  # fmt: skip
             return replace(self._send(), reconciliation="not_found")
         return Step(rt_code=exc.rt_code, rt_msg=exc.rt_msg, reason=f"status query {exc}",
                     reconciliation="rejected")  # fmt: skip
+
+    def _last_call_over(self) -> bool:
+        """Whether the last call attempt can no longer reach the platform: the platform
+        answered it (a verified rtCode: it had the whole request), or its deadline has passed
+        by the injected clock. Only then may "no such order" lead to sending it again."""
+        last = self.last if self.last is not None else self._last_call()
+        if last is None or last.rt_code is not None:
+            return True
+        return deadline_passed(last.started_at, self.client.settings, self.clock())
 
     def _query_business(self) -> dict[str, Any]:
         business = self.prepared.business

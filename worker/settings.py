@@ -10,12 +10,15 @@ so a forgotten HUIMIN_PLATFORM_SECRET cannot reach the live platform.
 
 from __future__ import annotations
 
+import difflib
+import re
+from collections.abc import Mapping
 from ipaddress import ip_address
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlparse
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SANDBOX_PLATFORM_ID = "HOSP0001"
@@ -23,11 +26,17 @@ SANDBOX_SECRET = "4117E877F5FA0A0188891283E4B617D5"  # the spec's example key (s
 
 SignScheme = Literal["sm3", "hmac-sm3"]
 
+ENV_PREFIX = "HUIMIN_"
+#: variables of the project's own tools (the test suite, the benchmarks), not settings
+_TOOL_PREFIXES = ("HUIMIN_TEST_", "HUIMIN_BENCH_")
+#: kombu's AMQP schemes, plus the in-memory broker of the tests and the demo
+_BROKER_SCHEMES = frozenset({"amqp", "amqps", "pyamqp", "memory"})
+
 
 class Settings(BaseSettings):
     """Every setting, with its environment variable `HUIMIN_<NAME>`."""
 
-    model_config = SettingsConfigDict(env_prefix="HUIMIN_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
 
     # --- the platform (spec 2.1-2.4) ----------------------------------------------------
     platform_url: str = Field(
@@ -56,6 +65,10 @@ class Settings(BaseSettings):
     tls_client_cert: Path | None = Field(None, description="Client certificate (PEM), if any.")
     tls_client_key: Path | None = Field(None, description="Client certificate key (PEM).")
     max_clock_skew_s: int = Field(300, gt=0, description="Inbound requests older are refused.")
+    call_deadline_s: float = Field(
+        45.0, gt=0,
+        description="One platform call's overall deadline (connect + send + answer).",
+    )
 
     # --- the worker ------------------------------------------------------------------------
     broker_url: SecretStr = Field(
@@ -82,6 +95,36 @@ class Settings(BaseSettings):
     shutdown_deadline_s: float = Field(30.0, gt=0, description="SIGTERM drain deadline.")
     confirm_timeout_s: float = Field(10.0, gt=0, description="Wait for a publisher confirm.")
     worker_name: str = Field("", description="Replica name in leases and logs; default host:pid.")
+    max_event_bytes: int = Field(
+        6 * 1024 * 1024, ge=1024,
+        description="Largest event body accepted (a 3 MB image in base64 fits); larger: too_large.",
+    )
+    handler_error_retries: int = Field(
+        3, ge=0, le=20,
+        description="Retries of a delivery whose handling raised, before it is dead-lettered.",
+    )
+    delivery_limit: int = Field(
+        20, ge=2, le=1000,
+        description="x-delivery-limit of the work queues: RabbitMQ dead-letters beyond it.",
+    )
+
+    # --- the inbound gateway (`huimin-worker gateway`: the platform calling the hospital) ---
+    gateway_host: str = Field("0.0.0.0", description="Address the inbound gateway binds.")
+    gateway_port: int = Field(8700, ge=1, le=65535, description="Port of the inbound gateway.")
+    gateway_max_body_bytes: int = Field(
+        9 * 1024 * 1024, ge=4096,
+        description="Largest request body (a 3 MB file: base64, then SM4 as hex, ~8.4 MB); "
+        "larger: HTTP 413.",
+    )
+    gateway_his_timeout_s: float = Field(
+        8.0, gt=0, le=60, description="HIS00003: wait this long for the HIS's reply, then 9999."
+    )
+    gateway_concurrency: int = Field(
+        16, ge=1, le=256, description="Platform calls the gateway handles at once."
+    )
+    gateway_read_timeout_s: float = Field(
+        30.0, gt=0, description="Receive a whole request body within this, else HTTP 408."
+    )
 
     # --- operations ---------------------------------------------------------------------------
     metrics_port: int = Field(
@@ -108,6 +151,24 @@ class Settings(BaseSettings):
             raise ValueError("must be at least 16 ASCII characters (spec 2.4 keys SM4 with them)")
         return value
 
+    @field_validator("broker_url")
+    @classmethod
+    def _broker_url_parses(cls, value: SecretStr) -> SecretStr:
+        # checked here, not when the engine first connects: a malformed URL never heals, while
+        # the engine's reconnect loop would retry it forever. The message never quotes the
+        # URL, which carries the broker password.
+        url = urlparse(value.get_secret_value())
+        if url.scheme not in _BROKER_SCHEMES:
+            raise ValueError("must be amqp://user:password@host:port/vhost (or amqps://)")
+        try:
+            url.port  # noqa: B018 - parses it: a port that is not a number raises
+        except ValueError:
+            raise ValueError(
+                "the port is not a number (amqp://user:password@host:5672/vhost)") from None
+        if url.scheme != "memory" and not url.hostname:
+            raise ValueError("names no host (amqp://user:password@host:5672/vhost)")
+        return value
+
     @model_validator(mode="after")
     def _no_sandbox_secret_in_production(self) -> Settings:
         urls = [self.platform_url, *self.platform_urls.values()]
@@ -131,3 +192,51 @@ def _is_loopback(url: str) -> bool:
         return ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def env_name(field: str) -> str:
+    return f"{ENV_PREFIX}{field.upper()}"
+
+
+def error_lines(exc: ValidationError) -> list[str]:
+    """One line per error, naming the environment variable: pydantic's own text quotes each
+    input (`input_value=...`), and an input may be the platform secret or a URL password."""
+    lines = []
+    for error in exc.errors(include_url=False, include_input=False):
+        loc = error["loc"]
+        where = env_name(str(loc[0])) if loc else "settings"
+        lines.append(f"{where}: {error['msg'].removeprefix('Value error, ')}")
+    return lines
+
+
+def parse_error_line(message: str) -> str:
+    """pydantic-settings' SettingsError (a JSON setting that is not JSON) as one line."""
+    found = re.search(r'field "([a-z0-9_]+)"', message)
+    where = env_name(found[1]) if found else "a setting"
+    return f"{where}: not valid JSON (a list or object, e.g. [1, 5] or {{\"HOS00028\": \"...\"}})"
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[tuple[str, str | None]]:
+    """`HUIMIN_*` variables that no setting reads, each with the nearest known name (a typo
+    like HUIMIN_LEDGER_ULR would otherwise be ignored while the default is used)."""
+    known = [name.upper() for name in Settings.model_fields]
+    found = []
+    for name in sorted(environ):
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or upper.startswith(_TOOL_PREFIXES):
+            continue
+        wanted = upper.removeprefix(ENV_PREFIX)  # compared without it: it would match anything
+        if wanted in known:
+            continue
+        nearest = difflib.get_close_matches(wanted, known, n=1, cutoff=0.75)
+        found.append((name, env_name(nearest[0]) if nearest else None))
+    return found
+
+
+def insecure_transport(settings: Settings) -> dict[str, bool]:
+    """Why the way to the platform could be read or forged on the network, per reason:
+    `tls_verify_off` (certificates not checked) and `plain_http` (http:// to a host that is not
+    loopback; the sandbox simulator on 127.0.0.1 is fine)."""
+    urls = [settings.platform_url, *settings.platform_urls.values()]
+    plain = any(urlparse(u).scheme == "http" and not _is_loopback(u) for u in urls)
+    return {"tls_verify_off": not settings.tls_verify, "plain_http": plain}

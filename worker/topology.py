@@ -1,6 +1,7 @@
 """Exchanges, queues and bindings as data (pure), and the backoff arithmetic.
 
     his.events  (topic) --<event type>--> huimin.work.money | .claims | .queries   (quorum)
+        └─ alternate-exchange huimin.unroutable (fanout) --> huimin.unroutable      (quorum)
     huimin.retry.<class>.<n>s  (quorum, x-message-ttl, dead-letters back to its work queue)
     huimin.dead-letter          (quorum; reason, last error and attempts in headers)
     his.results (topic) <--<event type>.<outcome>-- the worker
@@ -11,9 +12,14 @@ Jitter: each message carries its own `expiration` within +/- jitter of the queue
 queue TTL is the upper bound), so retries of a burst spread out while head-of-line blocking in a
 retry queue is bounded by 2 x jitter x delay.
 
-Declared arguments are kept minimal (queue type, TTL and dead-letter target where the design
-needs them); delivery-limit and dead-letter strategy are left to operator policies
-(docs/operations.md), so they can change without redeclaring queues.
+The queues the worker consumes (work queues and huimin.unroutable) declare their own safety
+limits, so no operator policy is needed for safety: `x-delivery-limit` (a message delivered
+more often, e.g. one that keeps killing the worker, is dead-lettered by RabbitMQ with reason
+`delivery_limit`) and at-least-once dead-lettering to huimin.dead-letter (which needs
+`x-overflow: reject-publish` and the `stream_queue` feature flag, RabbitMQ 3.10+). An event
+whose routing key matches no binding goes to his.events' alternate exchange instead of
+vanishing. RabbitMQ refuses (406) to redeclare a queue or exchange with other arguments: a
+deployment declared by an older version is migrated once (docs/deployment.md).
 """
 
 from __future__ import annotations
@@ -28,7 +34,12 @@ from .events import EVENT_TYPES, WorkClass
 EVENTS_EXCHANGE = "his.events"
 RESULTS_EXCHANGE = "his.results"
 DEAD_LETTER_QUEUE = "huimin.dead-letter"
+#: events his.events could not route (its alternate exchange): answered unknown_type
+UNROUTABLE_QUEUE = "huimin.unroutable"
+UNROUTABLE_EXCHANGE = "huimin.unroutable"  # fanout: every unroutable event, whatever its key
 QUORUM = {"x-queue-type": "quorum"}
+#: x-delivery-limit of the consumed queues unless told otherwise (HUIMIN_DELIVERY_LIMIT)
+DEFAULT_DELIVERY_LIMIT = 20
 
 # headers the worker sets on messages it republishes
 H_RETRY = "x-huimin-retry"  # how many retries this event has had
@@ -37,6 +48,7 @@ H_REASON = "x-huimin-reason"  # dead-letter reason (a GiveUp.reason)
 H_ERROR = "x-huimin-error"  # the last error, human-readable
 H_ATTEMPTS = "x-huimin-attempts"  # platform attempts made
 H_WORK_QUEUE = "x-huimin-work-queue"  # where a replay goes
+H_HANDLER_ERRORS = "x-huimin-handler-errors"  # handler exceptions so far (engine retries)
 
 
 @dataclass(frozen=True)
@@ -44,6 +56,7 @@ class Exchange:
     name: str
     type: str = "topic"
     durable: bool = True
+    arguments: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -79,6 +92,10 @@ class Topology:
     def work_queues(self) -> tuple[Queue, ...]:
         return tuple(q for q in self.queues if q.name.startswith("huimin.work."))
 
+    def consumed_queues(self) -> tuple[Queue, ...]:
+        """What the worker consumes: its work queues and the alternate exchange's queue."""
+        return (*self.work_queues(), *(q for q in self.queues if q.name == UNROUTABLE_QUEUE))
+
     def retry_step(self, work_class: WorkClass, retry: int, rng: random.Random) -> RetryStep:
         """The queue and jittered TTL for the `retry`-th retry (1-based) of an event."""
         level = min(max(retry, 1), len(self.retry_delays_s)) - 1
@@ -101,18 +118,54 @@ def work_queue_for(event_type: str) -> str | None:
     return work_queue_name(known.work_class) if known else None
 
 
-def build_topology(retry_delays_s: Sequence[float], jitter: float) -> Topology:
+def build_topology(
+    retry_delays_s: Sequence[float], jitter: float, *,
+    delivery_limit: int = DEFAULT_DELIVERY_LIMIT,
+) -> Topology:  # fmt: skip
     if not retry_delays_s or any(d <= 0 for d in retry_delays_s):
         raise ValueError("retry delays must be a non-empty list of positive seconds")
+    if delivery_limit < 1:
+        raise ValueError("the delivery limit must be a positive number of deliveries")
     delays = tuple(sorted(set(retry_delays_s)))
-    queues = [*_work_queues(), *_retry_queues(delays, jitter), Queue(DEAD_LETTER_QUEUE)]
-    exchanges = (Exchange(EVENTS_EXCHANGE), Exchange(RESULTS_EXCHANGE))
+    consumed = consumed_queue_arguments(delivery_limit)
+    queues = [
+        *_work_queues(consumed),
+        Queue(UNROUTABLE_QUEUE, arguments=consumed,
+              bindings=(Binding(UNROUTABLE_EXCHANGE, ""),)),  # fmt: skip
+        *_retry_queues(delays, jitter),
+        # no delivery limit here: it has no dead-letter target, so a limit would drop dead
+        # letters (browsing with `dlq list` is a delivery each time)
+        Queue(DEAD_LETTER_QUEUE),
+    ]
+    exchanges = (
+        Exchange(UNROUTABLE_EXCHANGE, "fanout"),  # first: his.events names it
+        Exchange(EVENTS_EXCHANGE, arguments={"alternate-exchange": UNROUTABLE_EXCHANGE}),
+        Exchange(RESULTS_EXCHANGE),
+    )
     return Topology(exchanges, tuple(queues), delays, jitter)
 
 
-def _work_queues() -> list[Queue]:
+def consumed_queue_arguments(delivery_limit: int) -> dict[str, Any]:
+    """The safety limits of a queue the worker consumes. RabbitMQ counts every delivery
+    that is returned (nack, reject, a connection lost with it unacked); past the limit it
+    dead-letters the message itself, with reason `delivery_limit`, even when the worker
+    dies on it each time and never gets to dead-letter it."""
+    return {
+        **QUORUM,
+        "x-delivery-limit": delivery_limit,
+        "x-dead-letter-exchange": "",
+        "x-dead-letter-routing-key": DEAD_LETTER_QUEUE,
+        # at-least-once: the dead letter is kept until huimin.dead-letter confirms it (the
+        # default, at-most-once, may drop it); RabbitMQ requires reject-publish with it
+        "x-dead-letter-strategy": "at-least-once",
+        "x-overflow": "reject-publish",
+    }
+
+
+def _work_queues(arguments: Mapping[str, Any]) -> list[Queue]:
     return [
-        Queue(work_queue_name(work_class), bindings=_bindings_for(work_class))
+        Queue(work_queue_name(work_class), arguments=dict(arguments),
+              bindings=_bindings_for(work_class))  # fmt: skip
         for work_class in WorkClass
     ]
 

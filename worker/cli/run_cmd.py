@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..app import build_worker, run_until_signalled
+from ..app import run_worker
 from ..logs import configure_logging
 from ..settings import Settings
 
@@ -17,4 +17,4 @@ def register(commands: Any) -> None:
 
 def run_command(args: argparse.Namespace, settings: Settings) -> int:
     configure_logging(settings)
-    return run_until_signalled(build_worker(settings))
+    return run_worker(settings)

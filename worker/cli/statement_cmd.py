@@ -2,8 +2,13 @@
 
 The same StatementJob as the worker's daily run, so the same date is never reconciled twice:
 a second run (from here or the worker) finds the stored result, publishes nothing new and
-leaves the report as it was. Exit codes: 0 clean, 1 discrepancies remain, 3 could not
-reconcile or publish (see the message; the date was not recorded unless it says so).
+leaves the report as it was. Only a final statement is reconciled: a date is refused until
+the next day's HUIMIN_STATEMENT_AFTER, China time (today, the future, and yesterday before
+that time), since its stored result would be the date's one result for good.
+
+Exit codes: 0 clean, 1 discrepancies remain, 2 the date's statement is not final yet (nothing
+done), 3 could not reconcile or publish (see the message; the date was not recorded unless it
+says so).
 """
 
 from __future__ import annotations
@@ -14,23 +19,24 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date, datetime
+from datetime import time as time_of_day
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from ..client import PlatformClient, build_download_transport
-from ..clock import system_clock
+from ..clock import Clock, system_clock
 from ..errors import BrokerUnavailable, HuiminError
 from ..ledger.base import open_ledger
 from ..messages import Outgoing
-from ..ops.statement_job import StatementJob, StatementRun
+from ..ops.statement_job import StatementJob, StatementRun, final_at
 from ..settings import Settings
 from ..topology import RESULTS_EXCHANGE, Exchange, Topology
 from ..transport import Transport
 from ..transport.amqp import AmqpTransport
 
-EXIT_CLEAN, EXIT_DISCREPANCIES, EXIT_FAILED = 0, 1, 3
+EXIT_CLEAN, EXIT_DISCREPANCIES, EXIT_NOT_FINAL, EXIT_FAILED = 0, 1, 2, 3
 _RESULTS_ONLY = Topology((Exchange(RESULTS_EXCHANGE),), (), (1.0,), 0.0)
 
 
@@ -56,11 +62,18 @@ def _settle_date(text: str) -> date:
         raise argparse.ArgumentTypeError(f"{text!r} is not a date as YYYYMMDD") from None
 
 
-def statement_command(args: argparse.Namespace, settings: Settings) -> int:
+def statement_command(args: argparse.Namespace, settings: Settings,
+                      clock: Clock = system_clock) -> int:  # fmt: skip
     if args.report_dir is not None:
         settings = settings.model_copy(update={"report_dir": args.report_dir})
     day = f"{args.date:%Y%m%d}"
-    with _statement_job(settings) as job:
+    final = final_at(args.date, time_of_day.fromisoformat(settings.statement_after))
+    if clock() < final:
+        _complain(f"{day}'s statement is not final until {final:%Y-%m-%d %H:%M} China time "
+                  "(the next day after HUIMIN_STATEMENT_AFTER); nothing done: reconciling it "
+                  "now would store a partial day as its result")  # fmt: skip
+        return EXIT_NOT_FINAL
+    with _statement_job(settings, clock) as job:
         try:
             run = job.run(args.date)
         except HuiminError as exc:
@@ -81,12 +94,12 @@ def _complain(message: str) -> None:
 
 
 @contextmanager
-def _statement_job(settings: Settings) -> Iterator[StatementJob]:
+def _statement_job(settings: Settings, clock: Clock) -> Iterator[StatementJob]:
     ledger = open_ledger(settings.ledger_url.get_secret_value())
     try:
         ledger.migrate()
         with PlatformClient(settings) as client, _download_client(settings) as http:
-            yield StatementJob(settings, ledger, client, clock=system_clock, http=http)
+            yield StatementJob(settings, ledger, client, clock=clock, http=http)
     finally:
         ledger.close()
 

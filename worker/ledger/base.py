@@ -32,6 +32,9 @@ class EventState(StrEnum):
     RECONCILING = "reconciling"  # outcome unknown; status queries in progress
     WAITING = "waiting"  # a retry is scheduled (backoff queue)
     COMPLETED = "completed"  # result stored (final)
+    # dead-lettered by the engine (handler_error, unpublishable) with no result: the sweeper
+    # leaves it to a person (`dlq replay` resumes it), instead of re-injecting it for ever
+    PARKED = "parked"
 
 
 class UnknownEvent(LookupError):
@@ -141,7 +144,14 @@ class Ledger(Protocol):
         platform_seq_id: str,
         purpose: AttemptPurpose,
         at: datetime,
+        *,
+        owner: str | None = None,
+        lease_until: datetime | None = None,
     ) -> int: ...
+    # With `owner`, compare-and-set: the attempt is recorded only while `owner` holds a live
+    # lease on the event (lease_until > at, not completed), and the lease is extended to at
+    # least `lease_until` in the same transaction; otherwise LeaseLost and nothing recorded.
+    # Without: recorded whoever holds the event (callers that take no lease).
     def finish_attempt(
         self,
         attempt_id: int,
@@ -154,10 +164,19 @@ class Ledger(Protocol):
     ) -> None: ...
     def attempts(self, event_id: str) -> list[AttemptRecord]: ...
     # `keys` are added and the lease of `release_owner` released in the same transaction.
+    # With `owner`, compare-and-set: nothing is stored while another owner's lease is live
+    # (the returned record is then not completed, or completed by someone else).
     def complete_event(
         self, event_id: str, outcome: str, result: dict, at: datetime, *,
         keys: Mapping[str, str] | None = None, release_owner: str | None = None,
+        owner: str | None = None,
     ) -> EventRecord: ...
+    # An event refused at intake, recorded already completed with its `failed` result in one
+    # transaction, and only when its eventId is new ("new"); a known eventId is left exactly
+    # as it is ("existing", its record): an invalid copy never decides another's event.
+    def record_refused(
+        self, event: NewEvent, outcome: str, result: dict, at: datetime
+    ) -> Begin: ...
     # With `journal`, a journal entry of that kind is written in the same transaction.
     def mark_result_published(
         self, event_id: str, at: datetime, *, journal: dict | None = None
@@ -188,6 +207,15 @@ class Ledger(Protocol):
         limit: int = 100,
     ) -> list[EventRecord]: ...
     def stats(self) -> dict[str, int]: ...
+    # The inbound gateway's memory, committed when these return. remember_*: True the first
+    # time the key is seen (INSERT ... ON CONFLICT DO NOTHING: one winner across replicas),
+    # False when it was already there. A platformSeqId is remembered when its request is
+    # accepted; an eventId once the platform event is published (confirmed).
+    def remember_inbound_seq_id(
+        self, platform_seq_id: str, trans_code: str, at: datetime
+    ) -> bool: ...
+    def remember_inbound_event(self, event_id: str, trans_code: str, at: datetime) -> bool: ...
+    def inbound_event_known(self, event_id: str) -> bool: ...
     def close(self) -> None: ...
 
 

@@ -112,7 +112,22 @@ _V1 = (
 # Operations (dlq history): journal entries of one kind (replayed, purged...) by time.
 _V2 = ("CREATE INDEX huimin_journal_kind ON huimin_journal (kind, at)",)
 
-_MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = ((1, _V1), (2, _V2))
+# The inbound gateway (worker/gateway/): the platform's platformSeqIds it has accepted (a
+# replay is refused with 4008, across restarts and replicas) and the eventIds it has published
+# (a HIS00004 notification re-sent under a new platformSeqId is not published twice). The
+# primary key is the race-proofing: INSERT ... ON CONFLICT DO NOTHING, one winner.
+_V3 = (
+    """
+    CREATE TABLE huimin_inbound_keys (
+        kind text NOT NULL CHECK (kind IN ('seq_id', 'event_id')),
+        key_value text NOT NULL,
+        trans_code text NOT NULL,
+        seen_at {time} NOT NULL,
+        PRIMARY KEY (kind, key_value)
+    )""",
+)
+
+_MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = ((1, _V1), (2, _V2), (3, _V3))
 
 
 def migrations(dialect: str) -> list[tuple[int, list[str]]]:
@@ -185,6 +200,13 @@ class Statements:
         "UPDATE huimin_events SET state = 'completed', outcome = ?, result = ?, updated_at = ?"
         " WHERE event_id = ? AND state <> 'completed'"
     )
+    # ... and only by the delivery that owns the event: no other live lease on it (an invalid
+    # copy or a worker whose lease was taken over never decides the event's outcome).
+    complete_owned: str = (
+        "UPDATE huimin_events SET state = 'completed', outcome = ?, result = ?, updated_at = ?"
+        " WHERE event_id = ? AND state <> 'completed' AND (lease_owner IS NULL"
+        " OR lease_owner = ? OR lease_until IS NULL OR lease_until <= ?)"
+    )
     # The first publication time is kept; republishes belong in the journal.
     mark_published: str = (
         "UPDATE huimin_events SET result_published_at = ?"
@@ -193,6 +215,14 @@ class Statements:
     insert_attempt: str = (
         "INSERT INTO huimin_attempts (event_id, trans_code, platform_seq_id, purpose,"
         " started_at) VALUES (?, ?, ?, ?, ?)"
+    )
+    # start_attempt's compare-and-set: only the owner of a live lease records an attempt, and
+    # the lease is extended (never shortened) to outlast the call. On PostgreSQL the UPDATE
+    # locks the row, so a replica's try_lease waits and then sees the extended lease.
+    attempt_lease: str = (
+        "UPDATE huimin_events SET state = ?, updated_at = ?,"
+        " lease_until = CASE WHEN lease_until < ? THEN ? ELSE lease_until END"
+        " WHERE event_id = ? AND state <> 'completed' AND lease_owner = ? AND lease_until > ?"
     )
     attempt_started: str = (
         "SELECT started_at, finished_at FROM huimin_attempts WHERE attempt_id = ?"
@@ -213,7 +243,10 @@ class Statements:
     stats: str = "SELECT state, count(*) AS n FROM huimin_events GROUP BY state"
     # Listings: the WHERE/ORDER part after "SELECT <event columns> FROM huimin_events".
     # The literal state predicates match the partial indexes above.
-    unfinished: str = "WHERE state <> 'completed' AND updated_at < ? ORDER BY updated_at LIMIT ?"
+    unfinished: str = (
+        "WHERE state NOT IN ('completed', 'parked') AND updated_at < ?"
+        " ORDER BY updated_at LIMIT ?"
+    )
     unpublished: str = (
         "WHERE state = 'completed' AND result_published_at IS NULL ORDER BY updated_at LIMIT ?"
     )
@@ -235,6 +268,12 @@ class Statements:
         " result_published_at = NULL, lease_owner = NULL, lease_until = NULL, updated_at = ?"
         " WHERE event_id = ? AND state = 'completed'"
     )
+    # the inbound gateway's memory (huimin_inbound_keys): rowcount 1 = first sight
+    remember_inbound: str = (
+        "INSERT INTO huimin_inbound_keys (kind, key_value, trans_code, seen_at)"
+        " VALUES (?, ?, ?, ?) ON CONFLICT (kind, key_value) DO NOTHING"
+    )
+    inbound_known: str = "SELECT 1 FROM huimin_inbound_keys WHERE kind = ? AND key_value = ?"
     journal_kind: str = (
         f"SELECT {JOURNAL_COLUMNS} FROM huimin_journal WHERE kind = ? AND at >= ?"
         " ORDER BY at DESC, entry_id DESC LIMIT ?"

@@ -13,6 +13,7 @@ from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 from typing import Any
 
+from worker.errors import LeaseLost
 from worker.ledger.base import (
     EPOCH,
     AttemptOutcome,
@@ -94,12 +95,15 @@ class SqlLedger:
         row = db.execute(self.SQL.holder, (business_key,)).fetchone()
         return None if row is None else self._event(row)
 
-    def begin_event(self, event: NewEvent) -> Begin:
+    def _event_row(self, event: NewEvent) -> tuple[Any, ...]:
         received = self._time(event.received_at)
         until = None if event.lease_until is None else self._time(event.lease_until)
-        row = (event.event_id, event.event_type, event.trans_code, self._json(event.payload),
-               event.payload_hash, event.business_key, received, received, event.lease_owner,
-               until)  # fmt: skip
+        return (event.event_id, event.event_type, event.trans_code, self._json(event.payload),
+                event.payload_hash, event.business_key, received, received, event.lease_owner,
+                until)  # fmt: skip
+
+    def begin_event(self, event: NewEvent) -> Begin:
+        row = self._event_row(event)
         # SQLite: BEGIN IMMEDIATE; PostgreSQL: the unique constraints. Either way exactly one
         # caller inserts, and the others see its committed row.
         with self._write() as db:
@@ -112,6 +116,17 @@ class SqlLedger:
             if key is not None and not db.execute(self.SQL.claim_key,
                                                   (key, event.event_id)).rowcount:  # fmt: skip
                 return duplicate(event.payload_hash, self._holder(db, key))
+            return Begin("new", self._must_get(db, event.event_id))
+
+    def record_refused(self, event: NewEvent, outcome: str, result: dict,
+                       at: datetime) -> Begin:  # fmt: skip
+        # One transaction: the event is never seen half-recorded (unfinished, to be swept).
+        with self._write() as db:
+            if not db.execute(self.SQL.insert_event, self._event_row(event)).rowcount:
+                return Begin("existing", self._must_get(db, event.event_id))
+            self._insert_keys(db, event.event_id, trace_keys(event.event_id, event.keys))
+            db.execute(self.SQL.complete,
+                       (outcome, self._json(result), self._time(at), event.event_id))  # fmt: skip
             return Begin("new", self._must_get(db, event.event_id))
 
     def get_event(self, event_id: str) -> EventRecord | None:
@@ -138,10 +153,14 @@ class SqlLedger:
     def complete_event(
         self, event_id: str, outcome: str, result: dict, at: datetime, *,
         keys: Mapping[str, str] | None = None, release_owner: str | None = None,
+        owner: str | None = None,
     ) -> EventRecord:  # fmt: skip
-        params = (outcome, self._json(result), self._time(at), event_id)
+        params: tuple[Any, ...] = (outcome, self._json(result), self._time(at), event_id)
+        statement = self.SQL.complete
+        if owner is not None:
+            statement, params = self.SQL.complete_owned, (*params, owner, self._time(at))
         with self._write() as db:
-            db.execute(self.SQL.complete, params)  # first writer wins (see schema.py)
+            db.execute(statement, params)  # first writer wins, owner only (see schema.py)
             record = self._must_get(db, event_id)
             if keys:
                 self._insert_keys(db, event_id, [(k, v) for k, v in keys.items() if v])
@@ -168,20 +187,36 @@ class SqlLedger:
         platform_seq_id: str,
         purpose: AttemptPurpose,
         at: datetime,
+        *,
+        owner: str | None = None,
+        lease_until: datetime | None = None,
     ) -> int:
         # Committed (and on SQLite fsynced) when this returns: recorded before sending.
         params = (event_id, trans_code, platform_seq_id, purpose, self._time(at))
         state = EventState.IN_FLIGHT if purpose == "call" else EventState.RECONCILING
         with self._write(durable=True) as db:
-            self._must_exist(db, event_id)
+            if owner is None:
+                self._must_exist(db, event_id)
+            else:  # first: on PostgreSQL it locks the row until the attempt is recorded
+                self._hold_lease(db, event_id, state, at, owner, lease_until or at)
             try:
                 # fetchall: the statement runs to completion before the next one
                 rows = db.execute(self.SQL.insert_attempt + " RETURNING attempt_id",
                                   params).fetchall()  # fmt: skip
             except self.unique_violation as exc:
                 raise DuplicateSeqId(f"platformSeqId {platform_seq_id} already used") from exc
-            db.execute(self.SQL.set_state, (state.value, self._time(at), event_id))
+            if owner is None:
+                db.execute(self.SQL.set_state, (state.value, self._time(at), event_id))
             return int(rows[0]["attempt_id"])
+
+    def _hold_lease(self, db: Db, event_id: str, state: EventState, at: datetime, owner: str,
+                    until: datetime) -> None:  # fmt: skip
+        now, later = self._time(at), self._time(until)
+        params = (state.value, now, later, later, event_id, owner, now)
+        if not db.execute(self.SQL.attempt_lease, params).rowcount:
+            self._must_exist(db, event_id)
+            raise LeaseLost("no live lease on the event (taken over, expired or completed): "
+                            "the attempt was not recorded and nothing was sent")  # fmt: skip
 
     def finish_attempt(
         self,
@@ -281,6 +316,24 @@ class SqlLedger:
         with self._read() as db:
             rows = db.execute(self.SQL.journal_kind, params).fetchall()
         return [journal_from_row(row, self._load_json, self._load_time) for row in rows]
+
+    # -- the inbound gateway ------------------------------------------------------------------
+
+    def remember_inbound_seq_id(self, platform_seq_id: str, trans_code: str,
+                                at: datetime) -> bool:  # fmt: skip
+        return self._remember_inbound("seq_id", platform_seq_id, trans_code, at)
+
+    def remember_inbound_event(self, event_id: str, trans_code: str, at: datetime) -> bool:
+        return self._remember_inbound("event_id", event_id, trans_code, at)
+
+    def inbound_event_known(self, event_id: str) -> bool:
+        with self._read() as db:
+            return db.execute(self.SQL.inbound_known, ("event_id", event_id)).fetchone() is not None
+
+    def _remember_inbound(self, kind: str, key: str, trans_code: str, at: datetime) -> bool:
+        with self._write() as db:
+            params = (kind, key, trans_code, self._time(at))
+            return bool(db.execute(self.SQL.remember_inbound, params).rowcount == 1)
 
     # -- operations -------------------------------------------------------------------------
 

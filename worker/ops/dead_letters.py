@@ -2,9 +2,11 @@
 
 Two producers put messages in `huimin.dead-letter`:
 
-* the worker (processor): x-huimin-reason / -error / -attempts / -routing-key / -work-queue;
-* RabbitMQ itself, when an operator policy (delivery-limit, ...) dead-letters from a work
-  queue: then `x-first-death-reason` / `x-first-death-queue` / `x-death` say why and where.
+* the worker (the processor, and the engine for `handler_error` / `unpublishable`):
+  x-huimin-reason / -error / -attempts / -routing-key / -work-queue;
+* RabbitMQ itself, when a consumed queue's declared `x-delivery-limit` is exceeded (reason
+  `delivery_limit`) or the engine's last resort rejects a delivery (`rejected`): then
+  `x-first-death-reason` / `x-first-death-queue` / `x-death` say why and where.
 
 Both are read here, the worker's headers first.
 """
@@ -70,7 +72,7 @@ def read_dead_letter(message: QueuedMessage) -> DeadLetter:
         event_type=body_type or routing_key or UNREADABLE,
         reason=_text(headers.get(H_REASON)) or _text(headers.get("x-first-death-reason"))
         or "unknown",
-        error=_text(headers.get(H_ERROR)) or "",
+        error=_text(headers.get(H_ERROR)) or _death_error(headers),
         attempts=_int(headers.get(H_ATTEMPTS)),
         routing_key=routing_key,
         work_queue=_text(headers.get(H_WORK_QUEUE)) or _text(headers.get("x-first-death-queue")),
@@ -111,6 +113,27 @@ def _first_death(headers: dict[str, Any]) -> dict[str, Any]:
 def _death_routing_key(headers: dict[str, Any]) -> str | None:
     keys = _first_death(headers).get("routing-keys")
     return _text(keys[0]) if isinstance(keys, list) and keys else None
+
+
+#: what RabbitMQ's own dead-letter reasons mean, for `dlq list` / `dlq show`
+_DEATH_REASONS = {
+    "delivery_limit": "delivered more often than the queue's x-delivery-limit without an ack "
+                      "(the worker died or stalled on it each time)",
+    "rejected": "rejected without requeue (the worker could not even dead-letter it)",
+    "expired": "its TTL expired",
+    "maxlen": "the queue was over its length limit",
+}  # fmt: skip
+
+
+def _death_error(headers: dict[str, Any]) -> str:
+    """A message RabbitMQ dead-lettered itself carries no x-huimin-error: say what its own
+    reason means, and where."""
+    first = _first_death(headers)
+    reason = _text(first.get("reason")) or _text(headers.get("x-first-death-reason"))
+    if reason is None:
+        return ""
+    queue = _text(first.get("queue")) or _text(headers.get("x-first-death-queue")) or "?"
+    return f"RabbitMQ dead-lettered it from {queue}: {_DEATH_REASONS.get(reason, reason)}"
 
 
 def _death_time(headers: dict[str, Any], properties: dict[str, Any]) -> datetime | None:

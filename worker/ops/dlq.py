@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..clock import Clock
 from ..errors import BrokerUnavailable, ConfigurationError
+from ..identifiers import event_id_or_none
 from ..ledger.base import AttemptRecord, EventRecord, JournalEntry, Ledger, open_ledger
 from ..logs import mask
 from ..settings import Settings
@@ -151,7 +152,7 @@ def show(settings: Settings, ledger: Ledger, event_id: str) -> ShowReport:
 @dataclass(frozen=True)
 class Purged:
     letter: DeadLetter
-    journaled: bool  # the ledger knows the event and recorded the purge
+    journaled: bool  # the ledger's journal recorded the purge (always, once confirmed)
 
 
 def purge(settings: Settings, ledger: Ledger, selection: Selection, *, operator: str,
@@ -168,17 +169,24 @@ def purge(settings: Settings, ledger: Ledger, selection: Selection, *, operator:
 
 def _purge_one(session: Session, ledger: Ledger, letter: DeadLetter, operator: str,
                clock: Clock) -> Purged:  # fmt: skip
-    known = letter.event_id is not None and ledger.get_event(letter.event_id) is not None
-    if known:  # journal first: a crash before the ack leaves the message AND the audit line
-        assert letter.event_id is not None
-        ledger.record(letter.event_id, "purged", purge_detail(letter, operator), clock())
+    # journal first: a crash before the ack leaves the message AND the audit line
+    ledger.record(journal_id(letter), "purged", purge_detail(letter, operator), clock())
     session.ack(letter)
-    return Purged(letter, journaled=known)
+    return Purged(letter, journaled=True)
+
+
+def journal_id(letter: DeadLetter) -> str:
+    """Under which id a purge is journaled: the eventId when it has the contract's shape (an
+    event the ledger may not know), else the label `dlq list` shows for it (#<key>): an
+    unreadable message is purged on the record too, and an oversized or NUL-bearing "eventId"
+    never reaches a SQL row."""
+    return event_id_or_none(letter.event_id) or f"#{letter.key}"
 
 
 def purge_detail(letter: DeadLetter, operator: str) -> dict:
     return {
-        "message": letter.fingerprint, "operator": operator, "type": letter.event_type,
+        "message": letter.fingerprint, "key": letter.key, "operator": operator,
+        "type": letter.event_type,
         "reason": letter.reason, "error": mask(letter.error)[:300], "attempts": letter.attempts,
     }  # fmt: skip
 

@@ -2,8 +2,8 @@
 
 For each selected message:
 
-    1. re-validate it as the worker will (parse_event, the routing-key check, prepare); an event
-       still invalid stays in the dead-letter queue, with the reason printed;
+    1. re-validate it through the worker's own intake path (worker/intake.py); an event still
+       invalid stays in the dead-letter queue, with the reason printed;
     2. check the ledger: a message already replayed is never published again (below); an event
        recorded as invalid, or under the same eventId with another payload, is refused;
     3. ledger first: a failed/unknown event is reopened (result set aside in the journal,
@@ -30,20 +30,20 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Literal
 
 from .. import events as ev
+from .. import intake
 from ..clock import Clock
 from ..errors import ConfigurationError, InvalidEvent
-from ..ledger.base import EventRecord, EventState, Ledger, NewEvent
+from ..ledger.base import EventRecord, EventState, Ledger
 from ..logs import mask
 from ..messages import Outgoing, without_broker_headers
-from ..processor import INVALID_PAYLOAD_HASH
 from ..settings import Settings
 from ..topology import (
     H_ATTEMPTS,
     H_ERROR,
+    H_HANDLER_ERRORS,
     H_REASON,
     H_RETRY,
     H_ROUTING_KEY,
@@ -65,8 +65,8 @@ ACTION_TEXT: dict[str, str] = {
     "republish": "already succeeded: the worker republishes the stored result, no call",
 }
 #: the dead-lettering's own headers, and RabbitMQ's bookkeeping, do not travel with a replay
-_DROPPED = (H_REASON, H_ERROR, H_ATTEMPTS, H_WORK_QUEUE, H_RETRY)
-INVALID_HASH = INVALID_PAYLOAD_HASH  # how the processor records an event it found invalid
+_DROPPED = (H_REASON, H_ERROR, H_ATTEMPTS, H_WORK_QUEUE, H_RETRY, H_HANDLER_ERRORS)
+INVALID_HASH = intake.INVALID_PAYLOAD_HASH  # how the worker records an event it refused
 
 
 @dataclass(frozen=True)
@@ -208,7 +208,7 @@ class Replayer:
     def _prepare_ledger(self, target: Target, action: LedgerAction, letter: DeadLetter) -> None:
         now = self.clock()
         if action == "record":
-            self.ledger.begin_event(new_event(target.prepared, now))
+            self.ledger.begin_event(intake.new_event(target.prepared, now))
         elif action == "reopen":
             note = {"by": "dlq replay", "operator": self.options.operator,
                     "message": letter.fingerprint}  # fmt: skip
@@ -219,13 +219,9 @@ def validate(letter: DeadLetter, settings: Settings) -> Target:
     """The worker's own checks, in its order; InvalidEvent says what is wrong."""
     if letter.event_id is None:
         raise InvalidEvent("the body has no readable eventId")
-    event = ev.parse_event(letter.message.body)
-    if letter.routing_key != event.type:
-        raise InvalidEvent(f"event type {event.type!r} was published with routing key "
-                           f"{letter.routing_key!r}")  # fmt: skip
-    prepared = ev.prepare(event, hospital_id=settings.hospital_id, city_code=settings.city_code)
-    queue = work_queue_of(event)
-    return Target(prepared, event.type, queue)
+    rules = intake.IntakeRules.from_settings(settings)
+    prepared = intake.admit(letter.message.body, letter.routing_key or "", None, rules)
+    return Target(prepared, prepared.event.type, work_queue_of(prepared.event))
 
 
 def work_queue_of(event: ev.Event) -> str:
@@ -254,16 +250,6 @@ def ledger_action(record: EventRecord | None) -> LedgerAction:
     return "republish" if record.outcome == "succeeded" else "reopen"
 
 
-def new_event(prepared: ev.PreparedEvent, at: datetime) -> NewEvent:
-    """As the processor records a first delivery: the sweeper's safety net then covers it."""
-    return NewEvent(
-        event_id=prepared.event.eventId, event_type=prepared.event.type,
-        trans_code=prepared.trans_code, payload=prepared.event.model_dump(mode="json"),
-        payload_hash=prepared.payload_hash, business_key=prepared.business_key,
-        keys=prepared.keys, received_at=at,
-    )  # fmt: skip
-
-
 def marker_detail(letter: DeadLetter, target: Target, action: str, operator: str) -> dict:
     return {
         "message": letter.fingerprint, "operator": operator, "reason": letter.reason,
@@ -282,5 +268,4 @@ def replay_message(letter: DeadLetter, target: Target, operator: str) -> Outgoin
 
 
 def _why(exc: InvalidEvent) -> str:
-    details = "; ".join(f"{e.field}: {e.message}" for e in exc.errors)
-    return mask(f"{exc}" + (f" ({details})" if details else ""))
+    return mask(intake.describe(exc))

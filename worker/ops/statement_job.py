@@ -89,6 +89,13 @@ def run_event_id(settle_date: date) -> str:
     return recon.run_event_id(f"{settle_date:%Y%m%d}")
 
 
+def final_at(settle_date: date, after: time_of_day) -> datetime:
+    """When the platform's statement of `settle_date` is final: the next day at
+    HUIMIN_STATEMENT_AFTER, China time. Reconciled earlier, a partial day would be stored as
+    that date's one result (first writer wins) and never looked at again."""
+    return datetime.combine(settle_date + timedelta(days=1), after, tzinfo=CHINA_TZ)
+
+
 def report_path(report_dir: Path, settle_date: date) -> Path:
     return report_dir / f"statement-{settle_date:%Y%m%d}.csv"
 
@@ -145,7 +152,7 @@ class StatementJob:
             return None
         now = self._clock().astimezone(CHINA_TZ)
         target = now.date() - timedelta(days=1)
-        if now.time() < self._after or target == self._done:
+        if now < final_at(target, self._after) or target == self._done:
             return None
         if self._retry_at is not None and now < self._retry_at:
             return None

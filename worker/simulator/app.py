@@ -48,7 +48,7 @@ from worker.models import registry
 from worker.statement import StatementRow, write_statement_zip
 
 from .faults import DEFAULT_GARBAGE, DEFAULT_LOST_SECONDS, Decision, FaultPlan
-from .records import Order, Reply, failure
+from .records import Order, Reply, about_another_order, failure
 from .state import PlatformState
 
 logger = logging.getLogger(__name__)
@@ -246,6 +246,8 @@ class SimulatorApp:
         if kind == "drop_connection":
             self.stats.count(trans_code, "DROPPED")
             return None
+        if kind == "replay_answer" and decision.action is not None:  # counted as its rtCode
+            reply = about_another_order(reply, str(decision.action.params.get("field", "orderId")))
         return self._sealed(trans_code, reply, credentials)
 
     def _sealed(self, trans_code: str, reply: Reply,

@@ -16,6 +16,8 @@ Rule kinds, and when they strike relative to the state machine:
     lose_response           processed, then sleep `seconds` (default 5) before answering
     corrupt_signature       processed, answer with a signData that does not verify
     garbage_body            processed, answer HTTP 200 with a non-JSON body (`body` param)
+    replay_answer           processed, answer a signed 0000 about another order, as a replayed
+                            old answer would be: `field` (default orderId) altered
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ FaultKind = Literal[
     "lose_response",
     "corrupt_signature",
     "garbage_body",
+    "replay_answer",
 ]
 KINDS: tuple[str, ...] = FaultKind.__args__  # type: ignore[attr-defined]
 
@@ -48,6 +51,7 @@ _PROCESSED_BY_DEFAULT: dict[str, bool] = {
     "lose_response": True,
     "corrupt_signature": True,
     "garbage_body": True,
+    "replay_answer": True,
 }
 _OVERRIDABLE = frozenset({"drop_connection", "corrupt_signature", "garbage_body"})
 DEFAULT_LOST_SECONDS = 5.0

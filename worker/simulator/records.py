@@ -36,6 +36,20 @@ def failure(message: str, rt_code: str = "1000") -> Reply:
     return Reply(rt_code, message)
 
 
+def about_another_order(reply: Reply, field: str = "orderId") -> Reply:
+    """`reply` as a signed success about another order would be (the replay_answer fault):
+    rtCode 0000 and `field` changed (a string's last character, an amount by one fen)."""
+    business = dict(reply.business or {})
+    value = business.get(field)
+    if isinstance(value, int) and not isinstance(value, bool):
+        business[field] = value + 1
+    elif isinstance(value, str) and value:
+        business[field] = value[:-1] + ("1" if value[-1] == "0" else "0")
+    else:
+        business[field] = "REPLAYED00000001"
+    return ok(business)
+
+
 def stamp(moment: datetime) -> str:
     """yyyyMMddHHmmss in China time, the spec's timestamp form."""
     return moment.astimezone(CHINA_TZ).strftime("%Y%m%d%H%M%S")

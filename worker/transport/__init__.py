@@ -21,21 +21,29 @@ class Transport(Protocol):
 
     def connect(self) -> None: ...
 
-    def declare(self, topology: Topology) -> None: ...
+    def declare(self, topology: Topology) -> None:
+        """Declare exchanges, queues and bindings; TopologyConflict when one exists with
+        other arguments (RabbitMQ's 406)."""
 
     def consume(self, queues: list[str], prefetch: int, on_delivery: DeliveryCallback) -> None: ...
 
     def cancel(self) -> None:
-        """Stop receiving new deliveries (drain on shutdown)."""
+        """Stop receiving new deliveries (drain on shutdown, pause while the ledger is down);
+        deliveries already received stay unacked until acked or nacked. consume() again
+        resumes."""
 
     def on_confirm(self, callback: ConfirmCallback) -> None: ...
 
     def publish(self, message: Outgoing) -> int:
-        """Publish with a confirm to come; returns the publish sequence number."""
+        """Publish with a confirm to come; returns the publish sequence number. Raises
+        UnpublishableMessage, having sent nothing, for a message AMQP cannot carry (a short
+        string over 255 bytes, a header value of no AMQP type); BrokerUnavailable when the
+        connection is gone."""
 
     def ack(self, tag: object) -> None: ...
 
-    def nack(self, tag: object, requeue: bool) -> None: ...
+    def nack(self, tag: object, requeue: bool) -> None:
+        """Return the delivery to its queue (requeue), or let the queue dead-letter it."""
 
     def poll(self, timeout: float) -> None:
         """Process incoming frames (deliveries, confirms) and heartbeats for up to `timeout`;

@@ -19,9 +19,10 @@ from typing import Any
 
 import amqp
 import kombu
+from amqp.serialization import dumps
 from kombu.exceptions import OperationalError
 
-from ..errors import BrokerUnavailable
+from ..errors import BrokerUnavailable, TopologyConflict, UnpublishableMessage
 from ..messages import Delivery, Outgoing
 from ..topology import Topology
 from . import ConfirmCallback, DeliveryCallback
@@ -78,10 +79,11 @@ class AmqpTransport:
 
     def declare(self, topology: Topology) -> None:
         channel = self._publish_channel
-        with _converted():
+        with _converted(), _conflicts():
             for exchange in topology.exchanges:
                 channel.exchange_declare(exchange.name, exchange.type, durable=exchange.durable,
-                                         auto_delete=False)  # fmt: skip
+                                         auto_delete=False,
+                                         arguments=dict(exchange.arguments))  # fmt: skip
             for queue in topology.queues:
                 channel.queue_declare(queue.name, durable=queue.durable, auto_delete=False,
                                       arguments=dict(queue.arguments))  # fmt: skip
@@ -108,9 +110,10 @@ class AmqpTransport:
         self._confirm = callback
 
     def publish(self, message: Outgoing) -> int:
+        raw = encodable(message)  # before the channel: a message it cannot encode sends nothing
         with _converted():
             self._publish_channel._basic_publish(
-                _amqp_message(message), exchange=message.exchange,
+                raw, exchange=message.exchange,
                 routing_key=message.routing_key, mandatory=False,
             )  # fmt: skip
         self._publish_seq += 1
@@ -209,6 +212,48 @@ def _drain(reader: socket.socket) -> None:
         pass  # empty: every wake so far is consumed
 
 
+def encodable(message: Outgoing) -> amqp.Message:
+    """The message as py-amqp will send it, or UnpublishableMessage when AMQP cannot carry it:
+    a routing key, exchange, message_id or correlation_id over 255 bytes (py-amqp raises
+    struct.error), a header value of no AMQP type (FrameSyntaxError, which would otherwise
+    pass for a lost connection). Encoded here the way py-amqp's basic.publish encodes it, so
+    the failure comes before anything is written and the connection stays usable. The
+    in-memory transport calls this too: both refuse the same messages."""
+    try:
+        raw = _amqp_message(message)
+        dumps("Bssbb", (0, message.exchange, message.routing_key, False, False))
+        raw._serialize_properties()
+    except Exception as exc:  # noqa: BLE001 - any encoding failure means the same: unsendable
+        raise UnpublishableMessage(
+            f"AMQP cannot carry this message ({type(exc).__name__}: {exc}); exchange "
+            f"{message.exchange!r}, routing key of {_size(message.routing_key)}, message_id of "
+            f"{_size(message.message_id)}, correlation_id of {_size(message.correlation_id)}"
+        ) from exc
+    return raw
+
+
+def _size(value: str | None) -> str:
+    return "none" if value is None else f"{len(value.encode('utf-8', 'replace'))} bytes"
+
+
+class _conflicts:
+    """A 406 on declare: the queue or exchange exists with other arguments. Retrying cannot
+    heal it (the reconnect loop would spin on it), so it is a configuration error, one line."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        if isinstance(exc, amqp.exceptions.PreconditionFailed):
+            raise TopologyConflict(
+                f"RabbitMQ refused to declare the worker's topology: {exc.reply_text}. It was "
+                "declared earlier with other arguments (by an older huimin-worker, or by hand); "
+                "migrate it once as docs/deployment.md 'Migrating queues and exchanges' says "
+                "(stop the workers, move or drain the queue, delete it, start the workers)"
+            ) from exc
+        return False
+
+
 class _converted:
     """Turn py-amqp/kombu/socket failures into BrokerUnavailable at this boundary."""
 
@@ -236,6 +281,7 @@ def _delivery(message: amqp.Message, queue: str) -> Delivery:
         redelivered=bool(info.get("redelivered")),
         queue=queue,
         tag=info["delivery_tag"],
+        exchange=info.get("exchange") or "",
     )
 
 

@@ -91,6 +91,13 @@ The simulator's resource name and its in-cluster platform URL.
 {{- printf "%s-simulator" (include "huimin-worker.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
+{{/*
+The inbound gateway's resource name.
+*/}}
+{{- define "huimin-worker.gatewayName" -}}
+{{- printf "%s-gateway" (include "huimin-worker.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
 {{- define "huimin-worker.platformUrl" -}}
 {{- if .Values.config.platformUrl }}
 {{- .Values.config.platformUrl }}
@@ -133,6 +140,15 @@ Refuse settings that cannot work. Included by the Deployment template.
 {{- end }}
 {{- if and (gt $replicas 1) .Values.config.workerName }}
 {{- fail (printf "replicaCount=%d with config.workerName=%q: every replica would hold leases under the same name; leave workerName empty (the pod name is used)" $replicas .Values.config.workerName) }}
+{{- end }}
+{{- if and .Values.gateway.enabled (not .Values.existingSecret) }}
+{{- $ledger := .Values.secrets.ledgerUrl | default "sqlite:///huimin-ledger.db" }}
+{{- if not (has (lower (regexReplaceAll ":.*$" $ledger "")) (list "postgresql" "postgres")) }}
+{{- fail "gateway.enabled needs a shared PostgreSQL ledger (secrets.ledgerUrl=postgresql://...): the platformSeqIds it accepted must be remembered across restarts and replicas, and the worker's SQLite volume is private to the worker pod" }}
+{{- end }}
+{{- end }}
+{{- if and .Values.gateway.ingress.enabled (not .Values.gateway.ingress.host) }}
+{{- fail "gateway.ingress.enabled needs gateway.ingress.host (the host the platform calls)" }}
 {{- end }}
 {{- if and .Values.simulator.enabled (not .Values.existingSecret) (not .Values.secrets.platformSecret) }}
 {{- fail "simulator.enabled needs secrets.platformSecret (any 16+ ASCII characters): the worker refuses the public sandbox key on a non-loopback platform URL" }}
