@@ -40,11 +40,18 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
-from typing import Literal, Protocol
+from dataclasses import dataclass, replace
 
 from . import poison
 from .confirms import Confirms, Group
+from .engine_config import (
+    EngineConfig,
+    EngineObserver,
+    Handler,
+    Job,
+    JobKind,
+    NoObserver,
+)
 from .errors import BrokerUnavailable, LedgerUnavailable, UnpublishableMessage
 from .messages import Delivery, Disposition
 from .pause import HOLD_LIMIT, LedgerPause
@@ -52,39 +59,10 @@ from .topology import Topology
 from .transport import Transport
 
 log = logging.getLogger(__name__)
+__all__ = ["Engine", "EngineConfig", "EngineObserver", "Handler", "Job"]
 
 #: the longest the I/O thread waits when nothing arrives (heartbeats, deadlines, periodic jobs)
 _POLL_TIMEOUT_S = 0.05
-
-Handler = Callable[[Delivery], Disposition]
-Job = Callable[[], Disposition | None]
-JobKind = Literal["handler", "aux", "probe"]
-
-
-class EngineObserver(Protocol):
-    def delivery_done(self, delivery: Delivery | None, disposition: Disposition,
-                      seconds: float) -> None: ...  # fmt: skip
-
-    def confirm(self, result: str) -> None: ...  # ack | nack | timeout
-
-    def connection(self, connected: bool, reconnect: bool) -> None: ...
-
-    def consuming_paused(self, paused: bool) -> None: ...  # the ledger is down / back
-
-
-class _NoObserver:
-    def delivery_done(self, delivery: Delivery | None, disposition: Disposition,
-                      seconds: float) -> None:  # fmt: skip
-        pass
-
-    def confirm(self, result: str) -> None:
-        pass
-
-    def connection(self, connected: bool, reconnect: bool) -> None:
-        pass
-
-    def consuming_paused(self, paused: bool) -> None:
-        pass
 
 
 @dataclass
@@ -95,24 +73,6 @@ class _Finished:
     seconds: float
     error: BaseException | None = None
     kind: JobKind = "handler"
-
-
-@dataclass
-class EngineConfig:
-    queues: list[str]
-    concurrency: int
-    prefetch: int
-    confirm_timeout_s: float
-    shutdown_deadline_s: float
-    reconnect_delays_s: tuple[float, ...] = (0.5, 1, 2, 5, 10, 30)
-    periodic: list[tuple[float, Job]] = field(default_factory=list)  # (interval, job)
-    #: raises while the ledger is down (a cheap lookup); None: every probe answers
-    probe: Callable[[], None] | None = None
-    probe_delays_s: tuple[float, ...] = (0.5, 1, 2, 5, 10, 30)
-    #: retries of a delivery whose handler raised, before it is dead-lettered handler_error
-    handler_error_retries: int = 3
-    #: after a delivery the engine dead-lettered itself is confirmed: (delivery, reason)
-    park: Callable[[Delivery, str], None] | None = None
 
 
 class Engine:
@@ -130,7 +90,7 @@ class Engine:
         self.topology = topology
         self.handler = handler
         self.config = config
-        self.observer = observer or _NoObserver()
+        self.observer = observer or NoObserver()
         self.pool = ThreadPoolExecutor(config.concurrency, thread_name_prefix="huimin-handler")
         # Bookkeeping (after-confirm steps, the sweeper) runs on its own small pool, so it
         # never queues behind slow platform calls nor takes a handler's slot.

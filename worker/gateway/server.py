@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
+from types import FrameType
 
 import uvicorn
 from prometheus_client import CollectorRegistry
@@ -92,6 +93,16 @@ def uvicorn_config(parts: GatewayParts, settings: Settings, *, host: str,
     )  # fmt: skip
 
 
+class _Server(uvicorn.Server):
+    """uvicorn re-raises a captured SIGTERM once its graceful shutdown is over: the process
+    would then die of it (exit -15) before the publisher and the ledger are closed. A gateway
+    that drained exits 0, like the worker."""
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        self._captured_signals.clear()  # uvicorn's own list of signals to re-raise
+
+
 def serve(parts: GatewayParts, settings: Settings, *, host: str, port: int) -> None:
     """In the foreground until SIGINT/SIGTERM (uvicorn's handlers), then closed."""
     try:
@@ -100,6 +111,6 @@ def serve(parts: GatewayParts, settings: Settings, *, host: str, port: int) -> N
         log.warning("the broker is not reachable yet (answering 9999 until it is): %s", exc)
     log.info("inbound gateway on %s:%d", host, port)
     try:
-        uvicorn.Server(uvicorn_config(parts, settings, host=host, port=port)).run()
+        _Server(uvicorn_config(parts, settings, host=host, port=port)).run()
     finally:
         parts.close()
