@@ -54,6 +54,7 @@ DEFAULT_DIFFERENCES: dict[str, str] = {
 FREE_FORM_BLOCKS = {
     "podSecurityContext", "securityContext", "resources", "livenessProbe", "readinessProbe",
     "labels", "accessModes", "capabilities", "seccompProfile", "requests", "limits", "drop",
+    "startupProbe", "to",
 }
 
 SECRET_FIELDS = {
@@ -239,7 +240,10 @@ def test_helm_lint_strict(case: str) -> None:
 
 
 #: the oldest Kubernetes of Chart.yaml's kubeVersion, and kubernetes-validate's newest
-KUBE_VERSIONS = ["1.25.0", "latest"]
+KUBE_VERSIONS = ["1.27.0", "latest"]
+#: API groups of custom resources kubernetes-validate has no schema for (checked by the
+#: structure tests instead): prometheus-operator's and KEDA's
+CRD_GROUPS = {"monitoring.coreos.com", "keda.sh"}
 
 
 @pytest.mark.parametrize("kube", KUBE_VERSIONS)
@@ -250,8 +254,8 @@ def test_rendered_manifests_pass_kubernetes_validate_strict(case: str, kube: str
     tool = _tool("kubernetes-validate")
     files = []
     for index, doc in enumerate(render_case(case)):
-        if doc["apiVersion"].startswith("monitoring.coreos.com/"):
-            continue  # CRDs: kubernetes-validate has no schema; see test_monitoring_resources
+        if doc["apiVersion"].split("/")[0] in CRD_GROUPS:
+            continue  # CRDs: no schema; see test_monitoring_resources, test_keda_*
         path = tmp_path / f"{index:02d}-{doc['kind']}.yaml"
         path.write_text(yaml.safe_dump(doc), "utf-8")
         files.append(str(path))
@@ -350,7 +354,9 @@ def test_rendered_configuration_loads_into_settings(case: str,
                    HUIMIN_LEDGER_URL="postgresql://huimin@postgres/huimin")
     settings = load_settings(env, monkeypatch)
     assert settings.metrics_port == container(docs)["ports"][0]["containerPort"]
-    assert deployment["spec"]["replicas"] >= 1
+    autoscaled = {"ScaledObject", "HorizontalPodAutoscaler"} & set(kinds(docs))
+    assert deployment["spec"].get("replicas", 1) >= 1
+    assert ("replicas" in deployment["spec"]) != bool(autoscaled), "one owner of the count"
 
 
 def deployment_secret_name(docs: list[dict[str, Any]]) -> str:
@@ -395,23 +401,36 @@ def test_probes_security_and_grace_period(case: str) -> None:
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert "emptyDir" in volumes[mounts["/tmp"]]
     assert mounts["/var/lib/huimin"] == "data"
-    deadline = float(_config_map(docs)["data"]["HUIMIN_SHUTDOWN_DEADLINE_S"])
-    assert pod["terminationGracePeriodSeconds"] > deadline
+    assert worker["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert pod["terminationGracePeriodSeconds"] >= minimum_grace(docs)
     annotations = one(docs, "Deployment", "worker")["spec"]["template"]["metadata"][
         "annotations"]
     assert re.fullmatch(r"[0-9a-f]{64}", annotations["checksum/config"])
 
 
-def test_grace_period_is_derived_from_the_shutdown_deadline() -> None:
-    docs = render_case("production-values.yaml")  # shutdownDeadlineS: 45.5
+def minimum_grace(docs: list[dict[str, Any]]) -> float:
+    """The drain deadline, a platform call begun just before it (its deadline and connect
+    timeout), and 5 s to close: what SIGKILL must not cut."""
+    env = _config_map(docs)["data"]
+    settings = Settings.model_construct()
+    seconds = [float(env.get(f"HUIMIN_{name.upper()}", getattr(settings, name)))
+               for name in ("shutdown_deadline_s", "call_deadline_s", "connect_timeout_s")]
+    return sum(seconds) + 5
+
+
+def test_grace_period_covers_the_drain_and_the_longest_platform_call() -> None:
+    docs = render_case("production-values.yaml")  # 45.5 + 45 (callDeadlineS) + 3.5 = 94
     pod = one(docs, "Deployment", "worker")["spec"]["template"]["spec"]
-    assert pod["terminationGracePeriodSeconds"] == 46 + 15
+    assert pod["terminationGracePeriodSeconds"] == 94 + 5 + 10
 
 
-def test_grace_period_not_above_the_deadline_is_refused() -> None:
+@pytest.mark.parametrize("grace", [30, 84])  # 84: one below 30 + 45 + 5 + 5
+def test_grace_period_shorter_than_drain_plus_call_is_refused(grace: int) -> None:
     helm = _helm()
-    with pytest.raises(helm.HelmRenderError, match="must be greater than"):
-        render({"terminationGracePeriodSeconds": 30})
+    with pytest.raises(helm.HelmRenderError, match="must be at least 85"):
+        render({"terminationGracePeriodSeconds": grace})
+    assert one(manifests(render({"terminationGracePeriodSeconds": 85})), "Deployment",
+               "worker")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 85
 
 
 def test_config_change_rolls_the_pods() -> None:
@@ -574,8 +593,10 @@ def test_the_chart_s_own_alert_and_dashboard_files_render_when_present() -> None
 def test_monitoring_is_off_by_default() -> None:
     values = _yaml().safe_load((CHART / "values.yaml").read_text("utf-8"))
     for block in ("serviceMonitor", "prometheusRule", "grafanaDashboard",
-                  "podDisruptionBudget", "simulator", "gateway"):
+                  "podDisruptionBudget", "simulator", "gateway", "networkPolicy"):
         assert values[block]["enabled"] is False, block
+    assert not values["autoscaling"]["keda"]["enabled"]
+    assert not values["autoscaling"]["hpa"]["enabled"]
 
 
 # --- the sandbox simulator -----------------------------------------------------------------
@@ -678,3 +699,141 @@ def test_every_value_is_commented() -> None:
             uncommented.append(f"{number + 1}: {line.strip()}")
         parents.append((indent, key))
     assert not uncommented, "values without a comment:\n" + "\n".join(uncommented)
+
+
+# --- issue 11: guards, probes, scaling, network ----------------------------------------------
+
+
+def notes(values: dict[str, Any] | None) -> str:
+    return render(values)["huimin-worker/templates/NOTES.txt"]
+
+
+def test_existing_secret_with_replicas_renders_with_a_notes_warning() -> None:
+    """The chart cannot see inside an existing Secret: it renders, warns, and the worker's own
+    guard (tests/test_single_ledger_guard.py) refuses a second replica on SQLite."""
+    values = _case_values("existing-secret-values.yaml")
+    assert one(manifests(render(values)), "Deployment", "worker")["spec"]["replicas"] == 2
+    text = notes(values)
+    assert "WARNING: up to 2 worker replicas" in text
+    assert "huimin.ledger.sqlite-owner" in text and "use PostgreSQL for several replicas" in text
+    assert "WARNING: up to" not in notes(None), "one replica: nothing to warn about"
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_the_pdb_lets_unhealthy_pods_be_evicted(case: str) -> None:
+    for pdb in (doc for doc in render_case(case) if doc["kind"] == "PodDisruptionBudget"):
+        assert pdb["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+
+
+def test_the_startup_probe_outlasts_a_slow_migration() -> None:
+    probe = container(render_case("default"))["startupProbe"]
+    assert probe["periodSeconds"] * probe["failureThreshold"] >= 300
+
+
+def test_the_ledger_claim_is_kept_on_uninstall_by_default() -> None:
+    pvc = one(render_case("default"), "PersistentVolumeClaim")
+    assert pvc["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    pvc = one(manifests(render({"persistence": {"resourcePolicy": ""}})),
+              "PersistentVolumeClaim")  # fmt: skip
+    assert "annotations" not in pvc["metadata"]
+
+
+def test_statement_reports_on_an_emptydir_are_explained() -> None:
+    assert "Statement reports" not in notes(None)
+    text = notes(_case_values("sandbox-values.yaml"))
+    assert "Statement reports" in text and "data.discrepancies" in text
+
+
+def test_default_scheduling_spreads_over_nodes_and_zones() -> None:
+    pod = one(render_case("default"), "Deployment", "worker")["spec"]["template"]["spec"]
+    (spread,) = pod["topologySpreadConstraints"]
+    assert spread["topologyKey"] == "topology.kubernetes.io/zone"
+    assert spread["labelSelector"]["matchLabels"]["app.kubernetes.io/component"] == "worker"
+    anti = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert anti[0]["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    custom = one(render_case("production-values.yaml"), "Deployment", "worker")
+    assert custom["spec"]["template"]["spec"]["topologySpreadConstraints"][0][
+        "topologyKey"] == "kubernetes.io/hostname", "explicit constraints replace the default"
+    off = one(manifests(render({"defaultScheduling": False})), "Deployment", "worker")
+    assert not {"affinity", "topologySpreadConstraints"} & set(off["spec"]["template"]["spec"])
+
+
+def test_keda_scales_on_the_work_queue_depth() -> None:
+    docs = render_case("scaling-values.yaml")
+    scaled = one(docs, "ScaledObject")
+    assert scaled["apiVersion"] == "keda.sh/v1alpha1"
+    spec = scaled["spec"]
+    assert spec["scaleTargetRef"] == {"name": one(docs, "Deployment", "worker")["metadata"]["name"]}
+    assert (spec["minReplicaCount"], spec["maxReplicaCount"]) == (2, 8)
+    assert [t["metadata"]["queueName"] for t in spec["triggers"]] == [
+        "huimin.work.money", "huimin.work.claims", "huimin.work.queries"]
+    for trigger in spec["triggers"]:
+        assert trigger["type"] == "rabbitmq"
+        assert trigger["metadata"] == {**trigger["metadata"], "mode": "QueueLength",
+                                       "value": "40", "hostFromEnv": "HUIMIN_BROKER_URL"}
+    assert "replicas" not in one(docs, "Deployment", "worker")["spec"]
+    assert "HorizontalPodAutoscaler" not in kinds(docs)
+
+
+def test_an_hpa_on_cpu_is_optional() -> None:
+    docs = manifests(render({**POSTGRES_LEDGER, "persistence": {"enabled": False},
+                             "autoscaling": {"hpa": {"enabled": True, "maxReplicas": 5}}}))
+    hpa = one(docs, "HorizontalPodAutoscaler")
+    assert hpa["spec"]["maxReplicas"] == 5
+    assert hpa["spec"]["metrics"][0]["resource"]["name"] == "cpu"
+
+
+def test_keda_and_the_hpa_together_are_refused() -> None:
+    helm = _helm()
+    with pytest.raises(helm.HelmRenderError, match="two autoscalers"):
+        render({**POSTGRES_LEDGER, "persistence": {"enabled": False},
+                "autoscaling": {"keda": {"enabled": True}, "hpa": {"enabled": True}}})
+
+
+@pytest.mark.parametrize("autoscaling", [{"keda": {"enabled": True, "maxReplicaCount": 3}},
+                                         {"hpa": {"enabled": True, "maxReplicas": 3}}])
+def test_an_autoscaler_above_one_replica_on_sqlite_is_refused(
+        autoscaling: dict[str, Any]) -> None:  # fmt: skip
+    helm = _helm()
+    with pytest.raises(helm.HelmRenderError, match="needs a shared PostgreSQL ledger"):
+        render({"persistence": {"enabled": False}, "autoscaling": autoscaling})
+
+
+def test_keda_never_scales_to_zero() -> None:
+    helm = _helm()
+    with helm.Chart.load(str(CHART)) as chart, pytest.raises(helm.HelmValuesError):
+        chart.validate_schema({"autoscaling": {"keda": {"minReplicaCount": 0}}})
+
+
+def test_network_policies_allow_only_dns_broker_ledger_and_platform() -> None:
+    docs = render_case("scaling-values.yaml")
+    policies = {doc["metadata"]["labels"]["app.kubernetes.io/component"]: doc["spec"]
+                for doc in docs if doc["kind"] == "NetworkPolicy"}  # fmt: skip
+    assert set(policies) == {"worker", "gateway"}
+    worker, gateway = policies["worker"], policies["gateway"]
+    assert worker["policyTypes"] == ["Ingress", "Egress"]
+
+    def ports(rule: dict[str, Any]) -> set[int]:
+        return {p["port"] for p in rule["ports"]}
+
+    assert [ports(rule) for rule in worker["egress"]] == [{53}, {5671, 5672}, {5432}, {443}]
+    assert worker["egress"][3]["to"] == [{"ipBlock": {"cidr": "203.0.113.0/28"}}]
+    assert all(rule.get("to") for rule in worker["egress"]), "no rule open to everywhere"
+    assert [ports(rule) for rule in gateway["egress"]] == [{53}, {5671, 5672}, {5432}]
+    assert ports(worker["ingress"][0]) == {9464} and ports(gateway["ingress"][0]) == {8700}
+
+
+def test_a_network_policy_without_broker_peers_is_refused() -> None:
+    helm = _helm()
+    with pytest.raises(helm.HelmRenderError, match="networkPolicy.broker.to"):
+        render({"networkPolicy": {"enabled": True}})
+
+
+def test_runbook_urls_follow_the_configured_base() -> None:
+    base = "https://git.example.internal/huimin/-/blob/main/docs/operations.md"
+    values = {"prometheusRule": {"enabled": True, "runbookBaseUrl": base}}
+    rules = [rule for group in one(manifests(render(values)), "PrometheusRule")["spec"]["groups"]
+             for rule in group["rules"] if "alert" in rule]  # fmt: skip
+    assert rules
+    for rule in rules:
+        assert rule["annotations"]["runbook_url"] == f"{base}#{rule['alert'].lower()}"

@@ -328,8 +328,10 @@ def dashboard_exprs() -> list[str]:
     return [t["expr"] for p in panels(board["panels"]) for t in p.get("targets", [])]
 
 
-# Grafana's built-in range variables, as Prometheus would see them after interpolation
-GRAFANA_VARIABLES = {"$__rate_interval": "5m", "$__interval": "1m", "$__range": "6h"}
+# Grafana's built-in range variables and the dashboard's own (namespace, release's job), as
+# Prometheus would see them after interpolation
+GRAFANA_VARIABLES = {"$__rate_interval": "5m", "$__interval": "1m", "$__range": "6h",
+                     "$namespace": "prod", "$job": "hw-huimin-worker"}  # fmt: skip
 
 
 def test_every_dashboard_query_parses(promtool: str, tmp_path: Path) -> None:
@@ -364,3 +366,59 @@ def test_dashboard_and_alerts_only_query_metrics_the_worker_exposes() -> None:
     assert used and used <= exposed, used - exposed
     shown = {re.sub(r"_(total|bucket|sum|count)$", "", name) for name in used}
     assert families <= shown, f"metrics on no dashboard panel or alert: {families - shown}"
+
+
+# --- scoping: one Prometheus, several releases (issue 11) --------------------------------------
+
+#: the labels the chart's ServiceMonitor adds that tell one release from another
+SCOPE = {"namespace", "job"}
+#: RabbitMQ's per-object metrics: their own namespace/job, and the object they describe
+BROKER_SCOPE = SCOPE | {"vhost", "queue"}
+
+
+def alert_rules() -> list[dict[str, Any]]:
+    return [rule for group in yaml.safe_load(ALERTS.read_text("utf-8"))["groups"]
+            for rule in group["rules"] if "alert" in rule]  # fmt: skip
+
+
+def test_every_alert_keeps_the_release_scoping_labels() -> None:
+    """Every aggregation of every rule keeps namespace and job (a `by` clause naming both):
+    no rule adds up two releases. The promtool cases in scoping_test.yaml show it firing
+    for the release that is down only."""
+    for rule in alert_rules():
+        groupings = re.findall(r"\b(?:sum|max|min|avg|count)\s+by\s*\(([^)]*)\)", rule["expr"])
+        assert groupings, f"{rule['alert']}: aggregate by (namespace, job, ...)"
+        scope = BROKER_SCOPE if "rabbitmq_" in rule["expr"] else SCOPE
+        for grouping in groupings:
+            labels = {label.strip() for label in grouping.split(",")}
+            assert scope <= labels, f"{rule['alert']}: by ({grouping}) drops {scope - labels}"
+        assert "without" not in rule["expr"] and "vector(" not in rule["expr"], rule["alert"]
+
+
+def test_every_alert_links_its_runbook_section() -> None:
+    anchors = {re.sub(r"[^a-z0-9-]", "", heading.lower()) for heading in re.findall(
+        r"^#{2,4} (.+)$", OPERATIONS_DOC.read_text("utf-8"), re.M)}
+    for rule in alert_rules():
+        url = rule["annotations"]["runbook_url"]
+        assert url == f"docs/operations.md#{rule['alert'].lower()}", rule["alert"]
+        assert url.split("#")[1] in anchors, url
+        assert "runbook" not in rule["annotations"], "runbook_url only"
+
+
+def test_the_broker_side_alerts_read_rabbitmq_s_per_object_metrics() -> None:
+    exprs = {rule["alert"]: rule["expr"] for rule in alert_rules()}
+    assert "rabbitmq_queue_consumers" in exprs["HuiminWorkQueueNoConsumer"]
+    assert "rabbitmq_queue_messages_ready" in exprs["HuiminWorkQueueBacklogGrowing"]
+    assert 'queue="huimin.dead-letter"' in exprs["HuiminDeadLetterQueueNotEmpty"]
+
+
+def test_every_dashboard_query_is_scoped_by_the_dashboard_variables() -> None:
+    board = json.loads(DASHBOARD.read_text("utf-8"))
+    variables = {v["name"]: v for v in board["templating"]["list"]}
+    assert {"datasource", "namespace", "job"} <= set(variables)
+    assert "$namespace" in variables["job"]["definition"], "the job list follows the namespace"
+    for expr in dashboard_exprs():
+        selectors = re.findall(r"\bhuimin_[a-z0-9_]+(\{[^}]*\})?", expr)
+        assert selectors, expr
+        for selector in selectors:
+            assert 'namespace="$namespace"' in selector and 'job=~"$job"' in selector, expr

@@ -28,7 +28,7 @@ from .settings import Settings, insecure_transport
 from .sweeper import Sweeper, parker
 from .topology import Topology, build_topology
 from .transport import Transport
-from .transport.amqp import AmqpTransport
+from .transport.amqp import SQLITE_OWNER_QUEUE, AmqpTransport
 
 log = logging.getLogger(__name__)
 
@@ -118,11 +118,19 @@ def build_worker(
         handler_error_retries=settings.handler_error_retries,
         park=parker(ledger, clock),  # the sweeper leaves what the engine dead-lettered
     )
-    transport = transport or AmqpTransport(settings.broker_url.get_secret_value())
+    transport = transport or AmqpTransport(settings.broker_url.get_secret_value(),
+                                           exclusive_claim=ledger_claim(settings))  # fmt: skip
     engine = Engine(transport, topology, _counting_received(processor.handle, metrics), config,
                     observer=_EngineObservers(metrics, engine_observer))  # fmt: skip
     return Worker(settings, ledger, client, topology, processor, sweeper, engine, metrics,
                   statement, statement_http)
+
+
+def ledger_claim(settings: Settings) -> str | None:
+    """The broker-side claim a SQLite ledger needs: the chart cannot see inside an existing
+    Secret, so the application itself refuses a second worker on a private ledger."""
+    url = settings.ledger_url.get_secret_value()
+    return SQLITE_OWNER_QUEUE if url.lower().startswith("sqlite:") else None
 
 
 def start_health_server(worker: Worker,

@@ -22,7 +22,12 @@ import kombu
 from amqp.serialization import dumps
 from kombu.exceptions import OperationalError
 
-from ..errors import BrokerUnavailable, TopologyConflict, UnpublishableMessage
+from ..errors import (
+    BrokerUnavailable,
+    ConfigurationError,
+    TopologyConflict,
+    UnpublishableMessage,
+)
 from ..messages import Delivery, Outgoing
 from ..topology import Topology
 from . import ConfirmCallback, DeliveryCallback
@@ -34,9 +39,26 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 )  # fmt: skip
 
 
+#: the exclusive queue a worker on a SQLite ledger holds in its vhost (see LedgerClaimed)
+SQLITE_OWNER_QUEUE = "huimin.ledger.sqlite-owner"
+
+
+class LedgerClaimed(ConfigurationError):
+    """Another worker on this vhost holds the SQLite ledger claim: a SQLite ledger is private
+    to one process, and two of them would each believe an event new and charge it twice."""
+
+    reason = "ledger_claimed"
+
+
 class AmqpTransport:
-    def __init__(self, url: str, *, heartbeat: float = 30.0, connect_timeout: float = 10.0):
+    def __init__(self, url: str, *, heartbeat: float = 30.0, connect_timeout: float = 10.0,
+                 exclusive_claim: str | None = None):  # fmt: skip
         self._url = url
+        # A SQLite worker's claim on the vhost: an exclusive, auto-delete queue lives exactly
+        # as long as the connection that declared it, so it is declared again on every
+        # reconnect and vanishes with a crashed worker's TCP connection.
+        self._claim = exclusive_claim
+        self._claimed_before = False
         self._heartbeat = heartbeat
         self._connect_timeout = connect_timeout
         self._conn: kombu.Connection | None = None
@@ -79,6 +101,8 @@ class AmqpTransport:
 
     def declare(self, topology: Topology) -> None:
         channel = self._publish_channel
+        if self._claim:
+            self._take_claim(self._claim)  # first: a refused worker declares nothing
         with _converted(), _conflicts():
             for exchange in topology.exchanges:
                 channel.exchange_declare(exchange.name, exchange.type, durable=exchange.durable,
@@ -89,6 +113,29 @@ class AmqpTransport:
                                       arguments=dict(queue.arguments))  # fmt: skip
                 for binding in queue.bindings:
                     channel.queue_bind(queue.name, binding.exchange, binding.routing_key)
+
+    def _take_claim(self, name: str) -> None:
+        """Declare the exclusive claim queue; RabbitMQ answers 405 RESOURCE_LOCKED while
+        another connection holds it. At start-up that is another worker: LedgerClaimed, the
+        process exits. After a reconnect it may be this worker's own previous connection,
+        which RabbitMQ drops only once its heartbeats are missed: BrokerUnavailable, so the
+        engine retries with backoff and consumes nothing meanwhile."""
+        try:
+            with _converted():
+                self._publish_channel.queue_declare(name, durable=False, exclusive=True,
+                                                    auto_delete=True)  # fmt: skip
+        except BrokerUnavailable as exc:
+            if not isinstance(exc.__cause__, amqp.exceptions.ResourceLocked):
+                raise
+            if self._claimed_before:
+                raise BrokerUnavailable(
+                    f"the SQLite ledger claim {name!r} is still held, probably by this worker's "
+                    "previous connection until RabbitMQ notices it is gone; retrying") from exc
+            raise LedgerClaimed(
+                f"another worker on this RabbitMQ vhost holds the SQLite ledger claim (queue "
+                f"{name}): a SQLite ledger belongs to one worker; use PostgreSQL for several "
+                "replicas (HUIMIN_LEDGER_URL=postgresql://...)") from exc.__cause__
+        self._claimed_before = True
 
     def consume(self, queues: list[str], prefetch: int, on_delivery: DeliveryCallback) -> None:
         channel = self._consume_channel

@@ -107,32 +107,65 @@ The inbound gateway's resource name.
 {{- end }}
 
 {{/*
-The pod's termination grace period: terminationGracePeriodSeconds, or the shutdown deadline
-plus 15 s. It must exceed HUIMIN_SHUTDOWN_DEADLINE_S, else SIGKILL cuts the drain short.
+The longest the worker may need after SIGTERM: the drain deadline, plus a platform call begun
+just before it (HUIMIN_CALL_DEADLINE_S + HUIMIN_CONNECT_TIMEOUT_S), plus 5 s to close the ledger
+and the connection. A call cut by SIGKILL leaves an outcome the sweeper must reconcile.
+*/}}
+{{- define "huimin-worker.minimumGracePeriodSeconds" -}}
+{{- $c := .Values.config }}
+{{- add (int (ceil (addf (float64 $c.shutdownDeadlineS) (float64 $c.callDeadlineS) (float64 $c.connectTimeoutS)))) 5 }}
+{{- end }}
+
+{{/*
+The pod's termination grace period: terminationGracePeriodSeconds, or the minimum above plus
+10 s. An explicit value below the minimum fails the render.
 */}}
 {{- define "huimin-worker.terminationGracePeriodSeconds" -}}
-{{- $deadline := int (ceil (float64 .Values.config.shutdownDeadlineS)) }}
+{{- $minimum := int (include "huimin-worker.minimumGracePeriodSeconds" .) }}
 {{- if .Values.terminationGracePeriodSeconds }}
 {{- $grace := int .Values.terminationGracePeriodSeconds }}
-{{- if le (float64 $grace) (float64 .Values.config.shutdownDeadlineS) }}
-{{- fail (printf "terminationGracePeriodSeconds (%d) must be greater than config.shutdownDeadlineS (%v): Kubernetes would kill the worker before it drains" $grace .Values.config.shutdownDeadlineS) }}
+{{- if lt $grace $minimum }}
+{{- fail (printf "terminationGracePeriodSeconds (%d) must be at least %d = config.shutdownDeadlineS (%v) + config.callDeadlineS (%v) + config.connectTimeoutS (%v) + 5: Kubernetes would kill the worker in the middle of a platform call while it drains" $grace $minimum .Values.config.shutdownDeadlineS .Values.config.callDeadlineS .Values.config.connectTimeoutS) }}
 {{- end }}
 {{- $grace }}
 {{- else }}
-{{- add $deadline 15 }}
+{{- add $minimum 10 }}
 {{- end }}
+{{- end }}
+
+{{/*
+The most worker pods that can run at once: replicaCount, or the autoscaler's maximum.
+*/}}
+{{- define "huimin-worker.maxReplicas" -}}
+{{- if .Values.autoscaling.keda.enabled }}
+{{- max (int .Values.replicaCount) (int .Values.autoscaling.keda.maxReplicaCount) }}
+{{- else if .Values.autoscaling.hpa.enabled }}
+{{- max (int .Values.replicaCount) (int .Values.autoscaling.hpa.maxReplicas) }}
+{{- else }}
+{{- int .Values.replicaCount }}
+{{- end }}
+{{- end }}
+
+{{/*
+Whether the autoscaler owns the Deployment's replica count.
+*/}}
+{{- define "huimin-worker.autoscaled" -}}
+{{- if or .Values.autoscaling.keda.enabled .Values.autoscaling.hpa.enabled }}true{{ end }}
 {{- end }}
 
 {{/*
 Refuse settings that cannot work. Included by the Deployment template.
 */}}
 {{- define "huimin-worker.validate" -}}
-{{- $replicas := int .Values.replicaCount }}
+{{- if and .Values.autoscaling.keda.enabled .Values.autoscaling.hpa.enabled }}
+{{- fail "autoscaling.keda.enabled and autoscaling.hpa.enabled together: two autoscalers would fight over the replica count (KEDA makes its own HPA); enable one" }}
+{{- end }}
+{{- $replicas := int (include "huimin-worker.maxReplicas" .) }}
 {{- if and (gt $replicas 1) (not .Values.existingSecret) }}
 {{- $ledger := .Values.secrets.ledgerUrl | default "sqlite:///huimin-ledger.db" }}
 {{- $scheme := lower (regexReplaceAll ":.*$" $ledger "") }}
 {{- if not (has $scheme (list "postgresql" "postgres")) }}
-{{- fail (printf "replicaCount=%d needs a shared PostgreSQL ledger: set secrets.ledgerUrl=postgresql://user:password@host:5432/db (the ledger %q is SQLite, private to one pod)" $replicas (regexReplaceAll "://[^@/]*@" $ledger "://***@")) }}
+{{- fail (printf "replicaCount (or the autoscaler's maximum)=%d needs a shared PostgreSQL ledger: set secrets.ledgerUrl=postgresql://user:password@host:5432/db (the ledger %q is SQLite, private to one pod)" $replicas (regexReplaceAll "://[^@/]*@" $ledger "://***@")) }}
 {{- end }}
 {{- end }}
 {{- if and (gt $replicas 1) .Values.persistence.enabled }}
