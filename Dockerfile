@@ -1,21 +1,33 @@
 # syntax=docker/dockerfile:1
 # huimin-worker image: `docker build -t huimin-worker:0.1.0 .` (see docs/deployment.md).
 #
-# Stage 1 builds the project's wheel and the wheels of every runtime dependency (with the
-# `postgres` extra); stage 2 installs them offline into a clean slim image that carries no
-# build tooling, no pip cache and no source tree, and runs as a fixed non-root UID.
+# Reproducible: the base image is pinned to an exact version and digest, and every Python
+# distribution comes from requirements.lock (`make lock`) with its sha256 hashes checked
+# (--require-hashes): the same source tree builds the same dependency set, or fails.
+# Stage 1 installs the locked dependencies and the project into a virtual environment; stage 2
+# copies that environment into a clean slim image that carries no build tooling, no pip cache
+# and no source tree, and runs as a fixed non-root UID.
 
-ARG PYTHON_IMAGE=python:3.11-slim
+# python:3.11.13-slim-bookworm, by digest (a tag can be rebuilt under the same name). Update
+# both together; override with --build-arg PYTHON_IMAGE=<your mirror>@sha256:...
+ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm@sha256:86adf8dbadc3d6e82ee5dd2c74bec2e1c2467cdad47886280501df722372d2e1
 
 FROM ${PYTHON_IMAGE} AS builder
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
+# The locked distributions first (their layer survives source changes), hashes required; the
+# lock also pins the build backend (setuptools, wheel) that builds the project below.
+COPY requirements.lock ./
+RUN python -m venv /opt/huimin \
+ && /opt/huimin/bin/pip install --no-cache-dir --require-hashes --no-deps -r requirements.lock
 COPY pyproject.toml README.md ./
 COPY worker ./worker
-# One wheel per distribution (the project and its locked-by-range dependencies) in /wheels.
-RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[postgres]"
+# The project itself from this tree, with the locked backend and no dependency resolution:
+# `pip check` fails the build when the lock misses something pyproject.toml asks for.
+RUN /opt/huimin/bin/pip install --no-cache-dir --no-deps --no-build-isolation /src \
+ && /opt/huimin/bin/pip check
 
 
 FROM ${PYTHON_IMAGE} AS runtime
@@ -41,13 +53,10 @@ RUN groupadd --system --gid 10001 huimin \
             --shell /usr/sbin/nologin huimin \
  && install -d -o huimin -g huimin -m 0750 /var/lib/huimin
 
-# Install from the builder's wheels only (--no-index): nothing is fetched or compiled here,
-# and /wheels holds exactly one version of each distribution, so the versions are pinned by
-# stage 1 (DL3013 "pin versions in pip" does not apply to an offline wheelhouse).
-# hadolint ignore=DL3013
-RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
-    pip install --no-cache-dir --no-index --find-links=/wheels "huimin-worker[postgres]" \
- && huimin-worker --help > /dev/null
+# The builder's virtual environment, as is (same base image, same interpreter path).
+COPY --from=builder /opt/huimin /opt/huimin
+ENV PATH=/opt/huimin/bin:$PATH
+RUN huimin-worker --help > /dev/null
 
 # The default SQLite ledger (sqlite:///huimin-ledger.db) lands in the working directory.
 WORKDIR /var/lib/huimin

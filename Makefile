@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint clean
+.PHONY: demo test lint lock clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,18 @@ test: $(STAMP) node_modules/.package-lock.json
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+
+# requirements.lock: the image's exact runtime dependencies (the postgres extra included) and
+# the build-system's setuptools/wheel, each with its sha256 hashes, for Python 3.11 on Linux.
+# Run after changing pyproject.toml's dependencies; tests/test_lockfile.py says when it is due.
+# uv is a tool of this target only, never a dependency of the project.
+lock: $(STAMP)
+	$(BIN)/pip install --quiet uv
+	printf 'setuptools>=68\nwheel\n' > $(VENV)/build-system.in
+	$(BIN)/uv pip compile pyproject.toml $(VENV)/build-system.in --extra postgres \
+	  --generate-hashes --no-annotate --python-version 3.11 \
+	  --python-platform x86_64-manylinux_2_28 --custom-compile-command 'make lock' \
+	  --output-file requirements.lock
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache .hypothesis

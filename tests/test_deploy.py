@@ -57,8 +57,9 @@ FREE_FORM_BLOCKS = {
     "startupProbe", "to",
 }
 
-SECRET_FIELDS = {
-    name for name, field in Settings.model_fields.items() if field.annotation is SecretStr
+SECRET_FIELDS = {  # SecretStr, or SecretStr | None (HUIMIN_PLATFORM_SECRET_NEXT)
+    name for name, field in Settings.model_fields.items()
+    if SecretStr in (field.annotation, *getattr(field.annotation, "__args__", ()))
 }
 ENV_NAMES = {f"HUIMIN_{name.upper()}": name for name in Settings.model_fields}
 ENV_PATTERN = re.compile(r"\bHUIMIN_[A-Z0-9_]+\b")
@@ -210,10 +211,17 @@ def test_hadolint_passes_the_dockerfile() -> None:
 
 def test_dockerfile_contract() -> None:
     text = (ROOT / "Dockerfile").read_text("utf-8")
-    assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11-slim$", text, re.M)
+    # an exact version and its digest: a tag alone can be rebuilt under the same name
+    assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11\.\d+-slim-bookworm@sha256:[0-9a-f]{64}$",
+                     text, re.M)  # fmt: skip
     assert text.count("\nFROM ") + text.startswith("FROM ") >= 2, "multi-stage"
-    final = text.rsplit("\nFROM ", 1)[1]
-    assert re.search(r'pip install --no-cache-dir .*"huimin-worker\[postgres\]"', final)
+    builder, final = text.rsplit("\nFROM ", 1)
+    assert "COPY requirements.lock" in builder
+    assert re.search(r"pip install --no-cache-dir --require-hashes --no-deps -r requirements.lock",
+                     builder), "every distribution from the lock, hashes checked"  # fmt: skip
+    assert re.search(r"pip install .*--no-deps --no-build-isolation /src", builder)
+    assert "COPY --from=builder /opt/huimin /opt/huimin" in final
+    assert "pip install" not in final, "nothing resolved or fetched in the runtime stage"
     assert re.search(r"^USER 10001:10001$", final, re.M), "fixed non-root UID"
     assert not re.search(r"apt-get|gcc|build-essential", final), "no build tools at runtime"
     assert 'ENTRYPOINT ["huimin-worker"]' in final and 'CMD ["run"]' in final
@@ -499,7 +507,8 @@ def test_existing_secret_replaces_the_chart_secret() -> None:
 def test_secrets_never_reach_the_config_map() -> None:
     docs = render_case("production-values.yaml")
     text = json.dumps(_config_map(docs)) + json.dumps(one(docs, "Deployment", "worker"))
-    for secret in ("0123456789ABCDEF0123456789ABCDEF", "s3cret"):
+    for secret in ("0123456789ABCDEF0123456789ABCDEF", "FEDCBA9876543210FEDCBA9876543210",
+                   "s3cret"):
         assert secret not in text
     env = worker_env(docs)
     assert env["HUIMIN_LEDGER_URL"].startswith("postgresql://")
@@ -837,3 +846,27 @@ def test_runbook_urls_follow_the_configured_base() -> None:
     assert rules
     for rule in rules:
         assert rule["annotations"]["runbook_url"] == f"{base}#{rule['alert'].lower()}"
+
+
+def test_a_key_rotation_reaches_the_secret_and_the_config_map() -> None:
+    env = worker_env(render_case("production-values.yaml"))
+    assert env["HUIMIN_PLATFORM_SECRET_NEXT"] == "FEDCBA9876543210FEDCBA9876543210"
+    assert env["HUIMIN_PLATFORM_SECRET_SWITCH_AT"] == "2026-12-01T02:00:00+08:00"
+    assert "HUIMIN_PLATFORM_SECRET_NEXT" not in _config_map(render_case("production-values.yaml"))[
+        "data"]
+
+
+def test_a_renewed_tls_certificate_rolls_the_pods() -> None:
+    """The worker reads its TLS files at start: the pod template carries a checksum of the
+    platform TLS Secret (read from the cluster at upgrade) and of platformTls.rotation."""
+    def checksum(values: dict[str, Any]) -> str:
+        template = one(manifests(render(values)), "Deployment", "worker")["spec"]["template"]
+        return template["metadata"]["annotations"]["checksum/platform-tls"]
+
+    tls = {"secretName": "huimin-platform-tls"}
+    before = checksum({"platformTls": tls})
+    assert re.fullmatch(r"[0-9a-f]{64}", before)
+    assert checksum({"platformTls": {**tls, "rotation": "2026-12"}}) != before
+    annotations = one(render_case("default"), "Deployment", "worker")["spec"]["template"][
+        "metadata"]["annotations"]
+    assert "checksum/platform-tls" not in annotations, "no TLS Secret, no checksum"

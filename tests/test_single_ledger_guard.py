@@ -19,16 +19,18 @@ from tests.test_engine_resilience import _close_connections, wait_until
 from tests.test_worker import event, example, new_order_id
 from tests.worker_harness import Backend, running, sqlite_url
 from worker.app import build_worker, ledger_claim
-from worker.cli import EXIT_LEDGER_CLAIMED
+from worker.cli.startup import EXIT_LEDGER_CLAIMED
+from worker.errors import LedgerClaimed
 from worker.settings import Settings
 from worker.simulator.server import SimulatorHandle
 from worker.topology import build_topology
-from worker.transport.amqp import SQLITE_OWNER_QUEUE, AmqpTransport, LedgerClaimed
+from worker.transport.amqp import SQLITE_OWNER_QUEUE, AmqpTransport
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _second_worker(vhost: str, platform_url: str, ledger: Path) -> subprocess.CompletedProcess:
+def _second_worker(vhost: str, platform_url: str,
+                   ledger: Path) -> subprocess.CompletedProcess[str]:
     """`huimin-worker run` as a pod would start it: its own SQLite file, the same vhost."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("HUIMIN_")}
     env.update(HUIMIN_BROKER_URL=vhost, HUIMIN_LEDGER_URL=f"sqlite:///{ledger}",

@@ -14,6 +14,11 @@ the UTF-8 bytes as uppercase hex. The business JSON is serialised ONCE and that 
 both signed and encrypted (SM4-ECB, PKCS#7, key = first 16 chars of the secret, uppercase hex).
 
 Opening verifies the signature (in constant time) before any business field is parsed.
+
+Key rotation (docs/operations.md "Rotating the platform secret"): Credentials may carry the next
+secret and the time it takes over. Envelopes are sealed under the key active at their time
+(`at`), and opened under either key while both are configured, so neither side's switch, nor a
+call in flight across it, fails.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import json
 import re
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from functools import cached_property
 from typing import Any, Literal
@@ -34,6 +39,7 @@ from . import crypto
 from .clock import CHINA_TZ
 from .errors import (
     BadCiphertextLength,
+    BadPadding,
     BadPlaintext,
     ClockSkew,
     EnvelopeError,
@@ -62,19 +68,40 @@ Business = Mapping[str, Any] | str
 
 @dataclass(frozen=True)
 class Credentials:
-    """What both sides share: our platformId, the secret and the signing scheme."""
+    """What both sides share: our platformId, the secret and the signing scheme; during a key
+    rotation also the next secret and when it becomes the one to seal with (switch_at; None:
+    not yet decided, envelopes are only opened with it)."""
 
     platform_id: str
     secret: SecretStr
     scheme: SignScheme = "sm3"
+    next_secret: SecretStr | None = None
+    switch_at: datetime | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Credentials:
-        return cls(settings.platform_id, settings.platform_secret, settings.sign_scheme)
+        return cls(settings.platform_id, settings.platform_secret, settings.sign_scheme,
+                   settings.platform_secret_next, settings.platform_secret_switch_at)
 
     @cached_property
     def sm4_key(self) -> bytes:
         return crypto.sm4_key_from_secret(self.secret.get_secret_value())
+
+    def active(self, at: datetime) -> Credentials:
+        """The single key to seal with at `at`: the next one from switch_at on."""
+        keys = self.accepted
+        if len(keys) == 2 and self.switch_at is not None and at >= self.switch_at:
+            return keys[1]
+        return keys[0]
+
+    @cached_property
+    def accepted(self) -> tuple[Credentials, ...]:
+        """Each key an envelope may be opened with, one secret each: the current one, then
+        the next during a rotation (cached: SM4 keys are derived once)."""
+        current = replace(self, next_secret=None, switch_at=None)
+        if self.next_secret is None:
+            return (current,)
+        return current, replace(current, secret=self.next_secret)
 
 
 @dataclass(frozen=True)
@@ -160,15 +187,19 @@ def seal_request(
         "transCode": trans_code,
         "version": VERSION,
     }
-    return _seal(header, business_text(business), credentials, extend="")
+    return _seal(header, business_text(business), credentials.active(at), extend="")
 
 
 def seal_response(
-    rt_code: str, rt_msg: str, business: Business | None, *, credentials: Credentials
+    rt_code: str, rt_msg: str, business: Business | None, *, credentials: Credentials,
+    at: datetime | None = None,
 ) -> dict[str, str]:
+    """A signed response envelope; `at` (the answering side's clock) picks the key during a
+    rotation, without it the current secret signs."""
     header = {"encType": ENC_TYPE, "rtCode": rt_code, "rtMsg": rt_msg, "signType": SIGN_TYPE}
     text = None if business is None else business_text(business)
-    return _seal(header, text, credentials, extend=None)
+    key = credentials.accepted[0] if at is None else credentials.active(at)
+    return _seal(header, text, key, extend=None)
 
 
 def _seal(
@@ -298,10 +329,19 @@ def _verified_text(
         raise MissingSignature("signData is missing or empty")
     if not isinstance(received, str):
         raise MalformedEnvelope("envelope field 'signData' must be a string")
-    text = _decrypted_or_none(fields, credentials, required)
-    if not signatures_match(sign(header, text, credentials), received):
-        raise SignatureMismatch("signData does not match the envelope (wrong key or tampered)")
-    return text
+    refused: EnvelopeError | None = None
+    for key in credentials.accepted:  # during a rotation: either secret
+        try:
+            text = _decrypted_or_none(fields, key, required)
+        except (BadPadding, BadPlaintext) as exc:  # another key's ciphertext, or tampered
+            refused = refused or exc
+            continue
+        if signatures_match(sign(header, text, key), received):
+            return text
+        refused = refused or SignatureMismatch(
+            "signData does not match the envelope (wrong key or tampered)")
+    assert refused is not None
+    raise refused
 
 
 def _decrypted_or_none(

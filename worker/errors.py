@@ -9,7 +9,8 @@
     ├── OutcomeUnknown           may have been processed: reconcile by status query, never re-send
     └── GiveUp                   permanent: dead-letter with a reason, publish a `failed` result
         ├── ConfigurationError   our settings are wrong (bad secret length, rtCode 4104): alert
-        │   └── TopologyConflict     RabbitMQ holds a queue/exchange with other arguments (406)
+        │   ├── TopologyConflict     RabbitMQ holds a queue/exchange with other arguments (406)
+        │   └── LedgerClaimed        another worker on the vhost holds the SQLite ledger claim
         ├── UnpublishableMessage a message AMQP cannot carry (a >255-byte message_id/routing key)
         ├── HandlerFailed        a handler raised unexpectedly, retries used up (handler_error)
         ├── PlatformRejected     a definitive business rejection (rtCode 0001/0002/1000/5501/...)
@@ -107,6 +108,13 @@ class TopologyConflict(ConfigurationError):
     with other arguments, e.g. declared by an older version. Migrate it (docs/deployment.md)."""
 
     reason = "topology_conflict"
+
+
+class LedgerClaimed(ConfigurationError):
+    """Another worker on this vhost holds the SQLite ledger claim: a SQLite ledger is private
+    to one process, and two of them would each believe an event new and charge it twice."""
+
+    reason = "ledger_claimed"
 
 
 class UnpublishableMessage(GiveUp):

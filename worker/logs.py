@@ -110,8 +110,13 @@ def configure_logging(settings: Settings, stream: Any = None) -> logging.Handler
 
 
 def secrets_of(settings: Settings) -> tuple[str, ...]:
-    secret = settings.platform_secret.get_secret_value()
-    return (secret, secret[:16], *_url_passwords(settings))
+    """Every secret a log line must never show: the platform key(s) and their SM4 part (the
+    next key too, during a rotation), and passwords in the broker and ledger URLs."""
+    keys = [settings.platform_secret, settings.platform_secret_next]
+    found: list[str] = []
+    for key in (k.get_secret_value() for k in keys if k is not None):
+        found += [key, key[:16]]
+    return (*found, *_url_passwords(settings))
 
 
 def _url_passwords(settings: Settings) -> tuple[str, ...]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Mapping
+from datetime import datetime
 from ipaddress import ip_address
 from pathlib import Path
 from typing import Literal
@@ -51,6 +52,16 @@ class Settings(BaseSettings):
     )
     platform_secret: SecretStr = Field(
         SecretStr(SANDBOX_SECRET), description="The shared key; its first 16 chars key SM4."
+    )
+    platform_secret_next: SecretStr | None = Field(
+        None,
+        description="Key rotation: the next shared key; while set, answers and inbound calls "
+        "verify under either key.",
+    )
+    platform_secret_switch_at: datetime | None = Field(
+        None,
+        description="Key rotation: from this time (ISO-8601 with offset) outbound envelopes are "
+        "signed with HUIMIN_PLATFORM_SECRET_NEXT.",
     )
     hospital_id: str = Field(
         "H0000001", min_length=8, max_length=40, description="hospitalId assigned by UnionPay."
@@ -143,13 +154,33 @@ class Settings(BaseSettings):
         10.0, gt=0, description="Default rate limit of `huimin-worker dlq replay`."
     )
 
-    @field_validator("platform_secret")
+    @field_validator("platform_secret", "platform_secret_next")
     @classmethod
-    def _secret_keys_sm4(cls, value: SecretStr) -> SecretStr:
-        raw = value.get_secret_value()
+    def _secret_keys_sm4(cls, value: SecretStr | None) -> SecretStr | None:
+        raw = "0" * 16 if value is None else value.get_secret_value()
         if len(raw) < 16 or not raw[:16].isascii():
             raise ValueError("must be at least 16 ASCII characters (spec 2.4 keys SM4 with them)")
         return value
+
+    @field_validator("platform_secret_switch_at")
+    @classmethod
+    def _switch_at_is_an_instant(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.utcoffset() is None:
+            raise ValueError("needs a UTC offset, e.g. 2026-12-01T02:00:00+08:00")
+        return value
+
+    @model_validator(mode="after")
+    def _rotation_is_complete(self) -> Settings:
+        # messages name the variables, never their values (error_lines drops the inputs)
+        if self.platform_secret_switch_at is not None and self.platform_secret_next is None:
+            raise ValueError("HUIMIN_PLATFORM_SECRET_SWITCH_AT is set without "
+                             "HUIMIN_PLATFORM_SECRET_NEXT: there is no key to switch to")
+        following = self.platform_secret_next
+        if following is not None and (following.get_secret_value()
+                                      == self.platform_secret.get_secret_value()):  # fmt: skip
+            raise ValueError("HUIMIN_PLATFORM_SECRET_NEXT is the current secret: rotate to a new "
+                             "key, or unset it once the rotation is done")
+        return self
 
     @field_validator("broker_url")
     @classmethod
@@ -172,11 +203,13 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _no_sandbox_secret_in_production(self) -> Settings:
         urls = [self.platform_url, *self.platform_urls.values()]
-        uses_sandbox = self.platform_secret.get_secret_value() == SANDBOX_SECRET
+        secrets = [self.platform_secret, self.platform_secret_next]
+        uses_sandbox = any(s is not None and s.get_secret_value() == SANDBOX_SECRET
+                           for s in secrets)  # fmt: skip
         if uses_sandbox and not all(_is_loopback(url) for url in urls):
             raise ValueError(
-                "HUIMIN_PLATFORM_SECRET is the sandbox key but the platform URL is not on "
-                "loopback: set the secret the platform assigned to this hospital"
+                "HUIMIN_PLATFORM_SECRET (or _NEXT) is the sandbox key but the platform URL is "
+                "not on loopback: set the secret the platform assigned to this hospital"
             )
         return self
 

@@ -12,7 +12,6 @@ from pydantic_settings import SettingsError
 
 from .. import __version__
 from ..settings import Settings
-from ..transport.amqp import LedgerClaimed
 from . import (
     demo_cmd,
     dlq_cmd,
@@ -27,19 +26,10 @@ from . import (
 from .startup import (
     EXIT_CODES_EPILOG,
     EXIT_INTERRUPTED,
-    complain,
     failure,
     quiet_broken_pipe,
     settings_failure,
     warn_unknown_variables,
-)
-
-#: a second worker on a SQLite ledger in the same vhost (docs/operations.md): not a settings
-#: error (2) nor an outage, so a supervisor or a person can tell it apart
-EXIT_LEDGER_CLAIMED = 6
-_LEDGER_CLAIMED_EPILOG = (
-    f"  {EXIT_LEDGER_CLAIMED}    `run`: another worker on this vhost holds the SQLite ledger "
-    "claim; use PostgreSQL for several replicas\n"
 )
 
 #: each module adds its sub-commands; a command is `func(args, settings) -> exit code`
@@ -52,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="huimin-worker",
         description="HIS <-> Qingyuan medical-insurance benefit platform integration worker.",
-        epilog=EXIT_CODES_EPILOG + _LEDGER_CLAIMED_EPILOG,
+        epilog=EXIT_CODES_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -93,9 +83,6 @@ def _main(argv: Sequence[str] | None) -> int:
         raise
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
-    except LedgerClaimed as exc:
-        complain(str(exc))
-        return EXIT_LEDGER_CLAIMED
     except Exception as exc:  # noqa: BLE001 - the one place that turns errors into exit codes
         return failure(exc, settings)
 

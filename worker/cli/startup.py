@@ -16,7 +16,7 @@ from typing import TextIO
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
-from ..errors import BrokerUnavailable, ConfigurationError, LedgerUnavailable
+from ..errors import BrokerUnavailable, ConfigurationError, LedgerClaimed, LedgerUnavailable
 from ..logs import MaskingFilter, secrets_of
 from ..settings import Settings, error_lines, parse_error_line, unknown_variables
 
@@ -29,6 +29,9 @@ EXIT_SETTINGS = 2  # a setting that does not parse or validate; argparse's usage
 EXIT_LEDGER = 3  # the ledger (HUIMIN_LEDGER_URL) cannot be reached
 EXIT_BROKER = 4  # RabbitMQ (HUIMIN_BROKER_URL) cannot be reached by a one-shot command
 EXIT_LOCAL = 5  # the OS refused a local resource: the metrics port taken, a file not writable
+#: a second worker on a SQLite ledger in the same vhost: not a settings error nor an outage,
+#: so a supervisor or a person can tell it apart
+EXIT_LEDGER_CLAIMED = 6
 EXIT_INTERRUPTED = 130  # SIGINT outside the worker (128 + 2, as a shell reports it)
 EXIT_BROKEN_PIPE = 141  # the reader of stdout went away (128 + SIGPIPE, as `head` makes C tools)
 
@@ -39,6 +42,8 @@ EXIT_CODES_EPILOG = f"""exit codes:
   {EXIT_LEDGER}    the ledger is unreachable (HUIMIN_LEDGER_URL)
   {EXIT_BROKER}    RabbitMQ is unreachable (HUIMIN_BROKER_URL); `run` keeps retrying instead
   {EXIT_LOCAL}    a local resource is unavailable: the metrics port is taken, a file is not writable
+  {EXIT_LEDGER_CLAIMED}    `run`: another worker on this vhost holds the SQLite ledger claim; use
+       PostgreSQL for several replicas
   {EXIT_INTERRUPTED}  interrupted (Ctrl-C)
   {EXIT_BROKEN_PIPE}  the output's reader closed the pipe early (e.g. `| head`)
 """
@@ -77,6 +82,8 @@ def failure(exc: Exception, settings: Settings) -> int:
 
 
 def _classify(exc: Exception) -> tuple[int, str]:
+    if isinstance(exc, LedgerClaimed):  # its message is the whole line
+        return EXIT_LEDGER_CLAIMED, str(exc)
     if isinstance(exc, ConfigurationError):
         return EXIT_SETTINGS, f"configuration error: {exc}"
     if isinstance(exc, LedgerUnavailable):

@@ -59,20 +59,23 @@ class Gateway:
         checked = verify(body, credentials=self.options.credentials, now=now,
                          max_skew=self.options.max_skew)  # fmt: skip
         if isinstance(checked, Refusal):
-            return self._refused(checked)
+            return self._refused(checked, now)
         answer = self._answer(checked, now)
         self.metrics.answered(checked.request.trans_code, answer.rt_code)
+        # signed with the key active now (a rotation switches it at the switch time)
         return envelope.seal_response(answer.rt_code, answer.rt_msg, answer.business,
-                                      credentials=self.options.credentials)  # fmt: skip
+                                      credentials=self.options.credentials,
+                                      at=self.clock())  # fmt: skip
 
-    def _refused(self, refusal: Refusal) -> dict[str, str]:
+    def _refused(self, refusal: Refusal, now: datetime) -> dict[str, str]:
         self.metrics.refused(refusal.cause)
         self.metrics.answered(refusal.trans_code, refusal.rt_code)
         log.warning("platform call refused (%s): %s", refusal.cause, refusal.rt_msg,
                     extra={"trans_code": refusal.trans_code, "rt_code": refusal.rt_code,
                            "reason": refusal.cause})  # fmt: skip
         return envelope.seal_response(refusal.rt_code, refusal.rt_msg, None,
-                                      credentials=self.options.credentials)  # fmt: skip
+                                      credentials=self.options.credentials,
+                                      at=now)  # fmt: skip
 
     def _answer(self, accepted: Accepted, now: datetime) -> Answer:
         request = accepted.request

@@ -253,15 +253,17 @@ class SimulatorApp:
     def _sealed(self, trans_code: str, reply: Reply,
                 credentials: envelope.Credentials | None = None) -> Answer:
         self.stats.count(trans_code, reply.rt_code)
+        # sealed under the key active on the simulator's clock: it switches at switch_at too
         sealed = envelope.seal_response(reply.rt_code, reply.rt_msg, reply.business,
-                                        credentials=credentials or self.default_credentials)
+                                        credentials=credentials or self.default_credentials,
+                                        at=self.clock())  # fmt: skip
         return json_answer(sealed)
 
     def _corrupted(self, trans_code: str, reply: Reply,
                    credentials: envelope.Credentials) -> Answer:
         self.stats.count(trans_code, "CORRUPT_SIGNATURE")
         sealed = envelope.seal_response(reply.rt_code, reply.rt_msg, reply.business,
-                                        credentials=credentials)
+                                        credentials=credentials, at=self.clock())
         # flip the first hex digit: still well-formed, never the right signature
         signature = sealed["signData"]
         sealed["signData"] = ("0" if signature[0] != "0" else "1") + signature[1:]

@@ -24,7 +24,7 @@ from kombu.exceptions import OperationalError
 
 from ..errors import (
     BrokerUnavailable,
-    ConfigurationError,
+    LedgerClaimed,
     TopologyConflict,
     UnpublishableMessage,
 )
@@ -41,13 +41,6 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 
 #: the exclusive queue a worker on a SQLite ledger holds in its vhost (see LedgerClaimed)
 SQLITE_OWNER_QUEUE = "huimin.ledger.sqlite-owner"
-
-
-class LedgerClaimed(ConfigurationError):
-    """Another worker on this vhost holds the SQLite ledger claim: a SQLite ledger is private
-    to one process, and two of them would each believe an event new and charge it twice."""
-
-    reason = "ledger_claimed"
 
 
 class AmqpTransport:

@@ -187,3 +187,13 @@ Refuse settings that cannot work. Included by the Deployment template.
 {{- fail "simulator.enabled needs secrets.platformSecret (any 16+ ASCII characters): the worker refuses the public sandbox key on a non-loopback platform URL" }}
 {{- end }}
 {{- end }}
+
+{{/*
+A checksum of the platform TLS Secret's content (read from the cluster at install/upgrade
+time; empty under `helm template`) and of platformTls.rotation: the worker reads its TLS files
+once, at start, so a changed certificate must roll the pods.
+*/}}
+{{- define "huimin-worker.platformTlsChecksum" -}}
+{{- $secret := lookup "v1" "Secret" .Release.Namespace .Values.platformTls.secretName }}
+{{- printf "%s|%s" (toJson (default dict (get (default dict $secret) "data"))) (toString .Values.platformTls.rotation) | sha256sum }}
+{{- end }}
