@@ -7,9 +7,12 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint lock clean
 
-$(STAMP): pyproject.toml
+# The runtime dependencies at the image's exact versions first (requirements.lock, hashes
+# checked), then the project and its test tools: the tests run what the image runs.
+$(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet --require-hashes --no-deps -r requirements.lock
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 

@@ -71,11 +71,10 @@ def simulator_orders(platform: str) -> dict[str, dict[str, Any]]:
 
 def faults_fired(platform: str) -> str:
     """The simulator's own count of the faults it made (rtCode 9999 included), all transCodes."""
-    stats = httpx.get(f"{platform}/admin/stats", timeout=30).json()
+    stats = httpx.get(f"{platform}/admin/stats", timeout=30).json()["requests"]
     fired: Counter[str] = Counter()
     for codes in stats.values():
-        if isinstance(codes, dict):
-            fired.update({k: int(v) for k, v in codes.items() if not k.isdigit() or k == "9999"})
+        fired.update({k: int(v) for k, v in codes.items() if not k.isdigit() or k == "9999"})
     return ", ".join(f"{k} {n}" for k, n in sorted(fired.items())) or "none"
 
 
