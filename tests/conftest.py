@@ -90,9 +90,22 @@ def cli(capsys: pytest.CaptureFixture[str]):  # type: ignore[no-untyped-def]
 # `SIMULATOR_SEED` at module level picks the simulator's seed (default 7).
 
 
-@pytest.fixture(params=["rabbitmq-sqlite", "rabbitmq-postgres"])
+#: what `backend` runs a test on, unless its module names its own `BACKENDS`
+DEFAULT_BACKENDS = ["rabbitmq-sqlite", "rabbitmq-postgres"]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every test that takes `backend` runs once per entry of its module's `BACKENDS`: the
+    in-memory broker proves the logic quickly, RabbitMQ + each ledger where it will run."""
+    if "backend" in metafunc.fixturenames:
+        kinds = getattr(metafunc.module, "BACKENDS", DEFAULT_BACKENDS)
+        metafunc.parametrize("backend", kinds, indirect=True)
+
+
+@pytest.fixture
 def backend(request: pytest.FixtureRequest, tmp_path):  # type: ignore[no-untyped-def]
-    """RabbitMQ, with each ledger: what the operations tools (dlq, trace, reconcile) run on."""
+    """A broker and a ledger for one test: `memory-sqlite`, `rabbitmq-sqlite` or
+    `rabbitmq-postgres` (tests/worker_harness.py)."""
     from tests.worker_harness import backend_for
 
     with backend_for(request.param, request, tmp_path) as chosen:
@@ -118,11 +131,9 @@ def simulator(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def his(backend, settings):  # type: ignore[no-untyped-def]
-    """The HIS side on RabbitMQ: declares the topology and purges every queue."""
-    from worker.his import AmqpHis
-
-    side = backend.his(settings)
-    assert isinstance(side, AmqpHis)
+def his(backend, simulator):  # type: ignore[no-untyped-def]
+    """The HIS side on the test's broker: declares the topology (and on RabbitMQ purges every
+    queue); its retry queues are those of the harness's settings."""
+    side = backend.his(backend.settings(simulator.base_url + "/api"))
     yield side
     side.close()

@@ -25,7 +25,7 @@ from prometheus_client import CollectorRegistry
 
 from tests.platform_fakes import CREDS, FakePlatform, signed
 from tests.platform_fakes import settings as platform_settings
-from tests.worker_harness import Backend, backend_for, running, start_worker
+from tests.worker_harness import Backend, running, start_worker
 from worker import answers, envelope
 from worker import events as ev
 from worker.client import PlatformClient
@@ -317,10 +317,7 @@ def test_a_not_found_after_a_mismatched_answer_waits_for_the_calls_deadline(
 # --- the whole worker: the simulator replays an answer about another order -----------------------
 
 
-@pytest.fixture(params=["memory-sqlite", "rabbitmq-postgres"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    with backend_for(request.param, request, tmp_path) as chosen:
-        yield chosen
+BACKENDS = ["memory-sqlite", "rabbitmq-postgres"]  # what conftest.py runs `backend` on
 
 
 @pytest.mark.parametrize("field", ["orderId", "amt"])

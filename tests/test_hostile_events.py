@@ -10,15 +10,13 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import amqp
 import pytest
 
 from tests.test_worker import event, example, new_order_id
-from tests.worker_harness import Backend, backend_for, running, start_worker
+from tests.worker_harness import Backend, running, start_worker
 from worker.his import AmqpHis, HisSide, MemoryHis, ReceivedResult
 from worker.messages import Delivery, Outgoing
 from worker.simulator.server import SimulatorHandle
@@ -27,19 +25,6 @@ from worker.topology import EVENTS_EXCHANGE, H_ERROR, H_REASON, H_ROUTING_KEY
 BACKENDS = ["memory-sqlite", "rabbitmq-sqlite", "rabbitmq-postgres"]
 #: small enough that a test can send a body over it cheaply
 MAX_EVENT_BYTES = 16 * 1024
-
-
-@pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    with backend_for(request.param, request, tmp_path) as chosen:
-        yield chosen
-
-
-@pytest.fixture
-def his(backend: Backend, simulator: SimulatorHandle) -> Iterator[HisSide]:
-    side = backend.his(backend.settings(simulator.base_url + "/api"))
-    yield side
-    side.close()
 
 
 def _body(document: Any) -> bytes:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import pytest
 from pydantic import SecretStr, ValidationError
 
 from tests.test_worker import event, example, new_order_id
-from tests.worker_harness import Backend, backend_for, running, start_worker
+from tests.worker_harness import Backend, running, start_worker
 from worker import envelope
 from worker.errors import EnvelopeError
 from worker.settings import Settings, error_lines
@@ -149,10 +148,7 @@ class Wiretap(httpx.BaseTransport):
         self.inner.close()
 
 
-@pytest.fixture(params=["memory-sqlite", "rabbitmq-postgres"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    with backend_for(request.param, request, tmp_path) as chosen:
-        yield chosen
+BACKENDS = ["memory-sqlite", "rabbitmq-postgres"]  # what conftest.py runs `backend` on
 
 
 def test_payments_across_the_switch_never_fail(backend: Backend) -> None:

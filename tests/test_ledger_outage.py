@@ -11,14 +11,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.test_worker import event, example, new_order_id
-from tests.worker_harness import Backend, backend_for, running
+from tests.worker_harness import Backend, running
 from worker.app import build_worker
 from worker.errors import LedgerUnavailable
 from worker.health import worker_checks
@@ -30,19 +29,6 @@ from worker.simulator.server import SimulatorHandle
 BACKENDS = ["memory-sqlite", "rabbitmq-sqlite"]
 EVENTS = 6
 CONCURRENCY = 2
-
-
-@pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    with backend_for(request.param, request, tmp_path) as chosen:
-        yield chosen
-
-
-@pytest.fixture
-def his(backend: Backend, simulator: SimulatorHandle) -> Iterator[HisSide]:
-    side = backend.his(backend.settings(simulator.base_url + "/api"))
-    yield side
-    side.close()
 
 
 class FlakyLedger:

@@ -35,7 +35,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.worker_harness import (
     Backend,
-    backend_for,
     start_worker,
 )
 from worker.app import Worker, start_health_server
@@ -76,12 +75,6 @@ def run_promtool(promtool: str, *args: str, stdin: str | None = None,
 # --- backends (as in tests/test_worker.py, on fewer combinations) ---------------------------
 
 
-
-
-@pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    with backend_for(request.param, request, tmp_path) as chosen:
-        yield chosen
 
 
 # --- running the worker with its health server -----------------------------------------------

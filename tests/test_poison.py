@@ -11,14 +11,13 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from tests.test_worker import event, example, new_order_id
-from tests.worker_harness import Backend, backend_for, running, start_worker
+from tests.worker_harness import Backend, running, start_worker
 from worker.app import build_worker
 from worker.errors import UnpublishableMessage
 from worker.his import HisSide
@@ -36,19 +35,6 @@ from worker.transport import Transport
 BACKENDS = ["memory-sqlite", "rabbitmq-sqlite"]
 RETRY_DELAYS_S = [0.2, 0.4, 0.8]  # worker_harness.FAST_RETRIES
 JITTER = 0.1
-
-
-@pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    with backend_for(request.param, request, tmp_path) as chosen:
-        yield chosen
-
-
-@pytest.fixture
-def his(backend: Backend, simulator: SimulatorHandle) -> Iterator[HisSide]:
-    side = backend.his(backend.settings(simulator.base_url + "/api"))
-    yield side
-    side.close()
 
 
 def _event_id() -> str:

@@ -33,7 +33,6 @@ from hypothesis import strategies as st
 
 from tests.worker_harness import (
     Backend,
-    backend_for,
     running,
     sqlite_url,
     start_worker,
@@ -461,10 +460,7 @@ def test_an_order_the_platform_lost_is_missing_on_platform(
 
 
 
-@pytest.fixture(params=["memory-sqlite", "rabbitmq-postgres"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    with backend_for(request.param, request, tmp_path) as chosen:
-        yield chosen
+BACKENDS = ["memory-sqlite", "rabbitmq-postgres"]  # what conftest.py runs `backend` on
 
 
 def test_a_clean_day_through_the_real_worker_is_reconciled_once(

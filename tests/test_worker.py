@@ -8,16 +8,11 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 from tests.worker_harness import (
     Backend,
-    backend_for,
     running,
     start_worker,
 )
@@ -27,19 +22,6 @@ from worker.simulator.server import SimulatorHandle
 from worker.topology import H_REASON
 
 BACKENDS = ["memory-sqlite", "rabbitmq-sqlite", "rabbitmq-postgres"]
-
-
-@pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    with backend_for(request.param, request, tmp_path) as chosen:
-        yield chosen
-
-
-@pytest.fixture
-def his(backend: Backend, simulator: SimulatorHandle) -> Iterator[HisSide]:
-    side = backend.his(backend.settings(simulator.base_url + "/api"))
-    yield side
-    side.close()
 
 
 def event(event_type: str, data: dict[str, Any], event_id: str | None = None) -> dict[str, Any]:
