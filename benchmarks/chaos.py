@@ -28,6 +28,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psycopg
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from chaos_faults import Chaos, Watcher  # noqa: E402
@@ -59,10 +61,10 @@ from throughput import QUORUM, free_port  # noqa: E402
 
 def publish_all(plan: Plan, load: Load, broker: Broker, results: Results,
                 chaos: Chaos) -> tuple[set[str], float]:  # fmt: skip
-    """The first events spread over 80% of the fault phase, follow-ups as they come; then
+    """The first events spread over 95% of the fault phase, follow-ups as they come; then
     wait for the last expected result. Returns the eventIds published and when it drained."""
     published: set[str] = set()
-    spacing = plan.fault_s * 0.8 / max(1, len(load.first))
+    spacing = plan.fault_s * 0.95 / max(1, len(load.first))
     start, last_fault = time.monotonic(), None
     pending = list(load.first)
     while True:
@@ -198,11 +200,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--workers: at least 2 (the point is several replicas on one ledger)")
     plan = Plan.of(args)
     print("command:", " ".join(["python", *sys.argv]), flush=True)
-    if args.logs:
-        args.logs.mkdir(parents=True, exist_ok=True)
-        return experiment(plan, args.logs)
-    with tempfile.TemporaryDirectory(prefix="huimin-chaos-") as tmp:
-        return experiment(plan, Path(tmp))
+    try:
+        if args.logs:
+            args.logs.mkdir(parents=True, exist_ok=True)
+            return experiment(plan, args.logs)
+        with tempfile.TemporaryDirectory(prefix="huimin-chaos-") as tmp:
+            return experiment(plan, Path(tmp))
+    except (OSError, TimeoutError, subprocess.SubprocessError, psycopg.Error) as exc:
+        # a service missing or a process that never came up: no verdict, say why
+        print(f"chaos: the experiment could not run: {exc!r}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -287,7 +287,8 @@ def test_a_not_found_after_a_mismatched_answer_waits_for_the_calls_deadline(
     ledger: Ledger,
 ) -> None:
     """The mismatched answer proves nothing about our request: "no such order" allows a resend
-    only once the pay's deadline has passed (it might still be arriving)."""
+    only when asked once the pay's deadline has passed twice over (it might still be arriving,
+    or waiting at the platform: tests/test_late_processing.py)."""
     order_id = "PAY2026112500000778"
     prepared = _prepared(order_id)
     _record(ledger, prepared)
@@ -308,7 +309,7 @@ def test_a_not_found_after_a_mismatched_answer_waits_for_the_calls_deadline(
     assert step().final is None
     early = step()
     assert early.final is None and early.reconciliation == "not_found" and len(charges) == 1
-    clock.advance(46)
+    clock.advance(91)
     ledger.try_lease(prepared.event.eventId, "w1", clock() + timedelta(minutes=5), clock())
     late = step()
     assert late.final is Outcome.SUCCEEDED and len(charges) == 2

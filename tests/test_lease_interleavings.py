@@ -246,7 +246,9 @@ def test_a_trickling_payment_keeps_the_other_replica_off_until_its_deadline(
 ) -> None:
     """A's pay request trickles; B's delivery comes back while it is on the wire (lease held:
     B backs off), then again after A's deadline has cut the call without its ever arriving:
-    B's status query says "no such order", and B may resend: one charge."""
+    B's status query says "no such order", which proves nothing yet (a request received just
+    before the deadline may still be waiting at the platform); asked again once the deadline
+    has passed twice over, it does, and B may resend: one charge."""
     world = _world(str(tmp_path), Script(
         "never", True,  # A's request never arrives (cut), its answer would have come
         2,  # meanwhile, two things happen:
@@ -256,12 +258,16 @@ def test_a_trickling_payment_keeps_the_other_replica_off_until_its_deadline(
     world.work("A")
     assert world.charges[world.order_id] == 0
     world.scripted = False
-    world.work("B")  # status query: not found; A's attempt is past its deadline: resend
+    world.work("B")  # status query: not found, but asked 46 s after A's call: nothing sent
+    assert len([a for a in world.ledger.attempts(world.prepared.event.eventId)
+                if a.purpose == "call"]) == 1  # fmt: skip
+    world.clock.advance(45)
+    world.work("B")  # not found, asked past twice A's deadline: resend
     record = world.ledger.get_event(world.prepared.event.eventId)
     assert record is not None and record.outcome == "succeeded"
     assert world.charges[world.order_id] == 1
     calls = [a for a in world.ledger.attempts(world.prepared.event.eventId) if a.purpose == "call"]
-    assert len(calls) == 2 and calls[1].started_at > calls[0].started_at + DEADLINE
+    assert len(calls) == 2 and calls[1].started_at > calls[0].started_at + 2 * DEADLINE
 
 
 def test_no_such_order_before_the_deadline_is_not_final_and_sends_nothing(

@@ -9,9 +9,10 @@ A money call (HOS00003 pay, HOS00004 refund, HOS00014 settle) moves one step per
 
     status query answer       step result
     final orderStatus         succeeded (x2) / failed (x3), with the query's data
-    rtCode 1000               the platform never accepted the order: send again, now, once
-                              the last call attempt's deadline has passed (deadlines.py);
-                              before that it may still be arriving: query again later
+    rtCode 1000               the platform never accepted the order: send again, now, if
+                              the query was asked after the last call attempt's deadline
+                              plus as long again (deadlines.py); before that the request may
+                              still be arriving or waiting to be processed: query again later
     non-final / no answer     stay unknown: the caller schedules another query with backoff
     not about this order      query_failed (answers.py): ask again later, never final
 
@@ -24,14 +25,14 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from . import answers
 from . import events as ev
 from .client import Attempt, PlatformClient, PlatformReply
 from .clock import Clock
-from .deadlines import deadline_passed, lease_for
+from .deadlines import lease_for, not_found_proves_nothing_sent
 from .errors import HuiminError, LeaseLost, OutcomeUnknown, PlatformRejected, RetryLater
 from .ledger.base import AttemptRecord, Ledger
 from .models import registry
@@ -171,11 +172,12 @@ class MoneyCall:
         code = self.transaction.status_query
         assert code is not None, "every money call has a status query"
         expect = answers.for_query(code, self.prepared.trans_code, self.prepared.business)
+        asked_at = self.clock()
         try:
             reply = self.client.call(code, self._query_business(), expect=expect,
                                      recorder=self._recorder("status_query"))  # fmt: skip
         except PlatformRejected as exc:
-            return self._query_rejected(exc)
+            return self._query_rejected(exc, asked_at)
         except LeaseLost:
             raise
         except (OutcomeUnknown, RetryLater) as exc:
@@ -184,25 +186,26 @@ class MoneyCall:
         judged = self._judge(reply)
         return replace(judged, reconciliation=judged.final.value if judged.final else "pending")
 
-    def _query_rejected(self, exc: PlatformRejected) -> Step:
+    def _query_rejected(self, exc: PlatformRejected, asked_at: datetime) -> Step:
         self._journal("reconcile", {"query": self.transaction.status_query, "rtCode": exc.rt_code})
         if exc.rt_code == NOT_FOUND:
-            if not self._last_call_over():
+            if not self._last_call_over(asked_at):
                 return Step(rt_code=exc.rt_code, rt_msg=exc.rt_msg, reconciliation="not_found",
                             reason="status query found no order, but the last call may still "
-                                   "be reaching the platform: query again later")  # fmt: skip
+                                   "be on its way or waiting: query again later")  # fmt: skip
             return replace(self._send(), reconciliation="not_found")
         return Step(rt_code=exc.rt_code, rt_msg=exc.rt_msg, reason=f"status query {exc}",
                     reconciliation="rejected")  # fmt: skip
 
-    def _last_call_over(self) -> bool:
-        """Whether the last call attempt can no longer reach the platform: the platform
-        answered it (a verified rtCode: it had the whole request), or its deadline has passed
-        by the injected clock. Only then may "no such order" lead to sending it again."""
+    def _last_call_over(self, asked_at: datetime) -> bool:
+        """Whether "no such order", asked at `asked_at`, means the last call attempt was never
+        accepted: the platform answered it (a verified rtCode: it had the whole request and
+        decided), or the query was asked after that attempt's deadline plus as long again
+        (deadlines.py). Only then may it lead to sending the call again."""
         last = self.last if self.last is not None else self._last_call()
         if last is None or last.rt_code is not None:
             return True
-        return deadline_passed(last.started_at, self.client.settings, self.clock())
+        return not_found_proves_nothing_sent(last.started_at, self.client.settings, asked_at)
 
     def _query_business(self) -> dict[str, Any]:
         business = self.prepared.business
