@@ -111,7 +111,10 @@ def test_an_invalid_copy_of_an_in_flight_payment_leaves_it_succeeded_with_one_re
         time.sleep(0.5)  # a second result, if there were one, would come now
         late = _drain_results(his)
         record = worker.ledger.get_event(payment["eventId"])
+        counted = worker.metrics.registry.get_sample_value(
+            "huimin_dead_lettered_total", {"reason": "invalid_copy"})
     assert [letter.headers[H_REASON] for letter in letters] == ["invalid_copy"]
+    assert counted == 1, "counted under its own reason, not `other`"
     assert [r.routing_key for r in results + late] == ["payment.requested.succeeded"]
     assert record is not None and record.outcome == "succeeded"
     assert simulator.receipts(order_id) == 1

@@ -16,7 +16,8 @@
         ├── PlatformRejected     a definitive business rejection (rtCode 0001/0002/1000/5501/...)
         ├── InvalidEvent         an HIS event that is not JSON, nested too deep, or off-schema
         │   ├── EventTooLarge        a body over HUIMIN_MAX_EVENT_BYTES
-        │   └── UnknownEventType     a type no binding routes (alternate exchange) or we don't know
+        │   ├── UnknownEventType     a type no binding routes (alternate exchange) or we don't know
+        │   └── InvalidCopy          an invalid delivery under an eventId held as a valid event
         ├── IdempotencyConflict  a business key reused with a different payload
         ├── ValidationFailed     business fields that break the spec (carries field errors)
         ├── StatementError       a statement file that cannot be parsed (names the line)
@@ -157,6 +158,12 @@ class EventTooLarge(InvalidEvent):
 
 class UnknownEventType(InvalidEvent):
     reason = "unknown_type"
+
+
+class InvalidCopy(InvalidEvent):
+    """Only its reason is used: the dead-letter reason of an invalid copy (refusals.py)."""
+
+    reason = "invalid_copy"
 
 
 class IdempotencyConflict(GiveUp):

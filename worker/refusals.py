@@ -20,7 +20,7 @@ from datetime import datetime
 from . import intake
 from .clock import Clock
 from .dead_letter import dead_letter
-from .errors import InvalidEvent
+from .errors import InvalidCopy, InvalidEvent
 from .ledger.base import EventRecord, Ledger, NewEvent
 from .messages import Delivery, Disposition, Outgoing
 from .results import Outcome, Result, build_result
@@ -65,11 +65,12 @@ class Refusals:
         why = (f"invalid copy of event {event_id}, which the ledger holds as a valid event "
                f"({record.state.value}); its outcome stays with the delivery that owns it: "
                f"{intake.describe(exc)}")  # fmt: skip
-        self.ledger.record(event_id, "invalid_copy", {"reason": exc.reason, "error": why[:300]},
+        copy = InvalidCopy.reason
+        self.ledger.record(event_id, copy, {"reason": exc.reason, "error": why[:300]},
                            self.clock())  # fmt: skip
-        dead = self.dead_letter(delivery, event_id, record.event_type, "invalid_copy", why)
+        dead = self.dead_letter(delivery, event_id, record.event_type, copy, why)
         return Disposition((dead,), event_id=event_id, event_type=record.event_type,
-                           label="dead_lettered", reason="invalid_copy")  # fmt: skip
+                           label="dead_lettered", reason=copy)  # fmt: skip
 
     def dead_letter(
         self, delivery: Delivery, event_id: str | None, event_type: str | None,
