@@ -86,8 +86,8 @@ def test_everything_on_the_unroutable_queue_is_an_unknown_type() -> None:
 
 def test_the_routing_key_header_is_believed_only_off_his_events() -> None:
     forged = {H_ROUTING_KEY: "payment.requested"}
-    from_his = Delivery(b"{}", "fee.posted", forged, queue="huimin.work.claims")
-    object.__setattr__(from_his, "exchange", EVENTS_EXCHANGE)
+    from_his = Delivery(b"{}", "fee.posted", forged, queue="huimin.work.claims",
+                        exchange=EVENTS_EXCHANGE)  # fmt: skip
     own_retry = Delivery(b"{}", "huimin.work.money", forged, queue="huimin.work.money")
     assert intake.routed_key(from_his) == "fee.posted"
     assert intake.routed_key(own_retry) == "payment.requested"

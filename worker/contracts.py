@@ -42,6 +42,7 @@ from .topology import (
     H_ROUTING_KEY,
     H_WORK_QUEUE,
     RESULTS_EXCHANGE,
+    UNROUTABLE_EXCHANGE,
     Topology,
     build_topology,
     work_queue_for,
@@ -304,7 +305,10 @@ def asyncapi() -> Schema:
             "version": __version__,
             "description": "HIS events in, one result per event out, over RabbitMQ; and the "
             "platform's calls to the hospital, verified by the gateway, out on platform.events. "
-            "Payloads are the JSON Schemas next to this file.",
+            "Payloads are the JSON Schemas next to this file. The worker declares "
+            f"{EVENTS_EXCHANGE} with the argument alternate-exchange={UNROUTABLE_EXCHANGE} "
+            "(unroutable events are answered, not lost): publish to it without declaring it, "
+            "or declare it passively; another declaration is refused by RabbitMQ (406).",
             "license": {"name": "Proprietary"},
         },
         "defaultContentType": "application/json",

@@ -67,7 +67,7 @@ class Identity:
 def routed_key(delivery: Delivery) -> str:
     """The routing key the event travelled with (see the module docstring)."""
     header = delivery.headers.get(H_ROUTING_KEY)
-    if getattr(delivery, "exchange", "") == EVENTS_EXCHANGE or not isinstance(header, str):
+    if delivery.exchange == EVENTS_EXCHANGE or not isinstance(header, str):
         return delivery.routing_key
     return header
 
