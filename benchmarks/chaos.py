@@ -59,8 +59,9 @@ from throughput import QUORUM, free_port  # noqa: E402
 # --- the run ----------------------------------------------------------------------------------
 
 
-def publish_all(plan: Plan, load: Load, broker: Broker, results: Results,
-                chaos: Chaos) -> tuple[set[str], float]:  # fmt: skip
+def publish_all(
+    plan: Plan, load: Load, broker: Broker, results: Results, chaos: Chaos
+) -> tuple[set[str], float]:
     """The first events spread over 95% of the fault phase, follow-ups as they come; then
     wait for the last expected result. Returns the eventIds published and when it drained."""
     published: set[str] = set()
@@ -96,9 +97,23 @@ def _all_answered(load: Load, results: Results) -> bool:
 
 def replay_dead_letters(env: dict[str, str], logs: Path) -> tuple[int, str]:
     """`huimin-worker dlq replay`, as the on-call engineer would after the incident."""
-    done = subprocess.run([sys.executable, "-m", "worker.cli", "dlq", "replay", "--rate", "200",
-                           "--operator", "chaos"], env=env, capture_output=True, text=True,
-                          timeout=300)  # fmt: skip
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "worker.cli",
+            "dlq",
+            "replay",
+            "--rate",
+            "200",
+            "--operator",
+            "chaos",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     (logs / "dlq-replay.txt").write_text(done.stdout + done.stderr)
     summary = (done.stdout.strip().splitlines() or ["(no output)"])[-1]
     return done.returncode, summary
@@ -108,8 +123,13 @@ def evidence(env: dict[str, str], logs: Path, orders: dict[str, dict[str, Any]])
     """For each order the platform saw more than once: its ledger timeline (`trace`) and the
     platform's view, in the logs directory, before the ledger is dropped."""
     for order_id in [o for o, seen in orders.items() if seen.get("receipts", 0) > 1][:10]:
-        done = subprocess.run([sys.executable, "-m", "worker.cli", "trace", order_id],
-                              env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
+        done = subprocess.run(
+            [sys.executable, "-m", "worker.cli", "trace", order_id],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         text = json.dumps(orders[order_id], indent=1) + "\n" + done.stdout + done.stderr
         (logs / f"evidence-{order_id}.txt").write_text(text)
         print(f"evidence for {order_id}: {logs / f'evidence-{order_id}.txt'}", flush=True)
@@ -119,17 +139,26 @@ def worker_env(plan: Plan, broker_url: str, ledger_url: str, platform: str) -> d
     """Short timeouts and retry delays: the faults resolve within the run's few minutes."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("HUIMIN_")}
     return env | {
-        "HUIMIN_BROKER_URL": broker_url, "HUIMIN_LEDGER_URL": ledger_url,
-        "HUIMIN_PLATFORM_URL": platform + "/api", "HUIMIN_CONCURRENCY": "8",
-        "HUIMIN_CONNECT_TIMEOUT_S": "1", "HUIMIN_READ_TIMEOUT_S": "2",
-        "HUIMIN_WRITE_TIMEOUT_S": "3", "HUIMIN_CALL_DEADLINE_S": "5",
-        "HUIMIN_RETRY_DELAYS_S": "[1, 2, 4]", "HUIMIN_MAX_ATTEMPTS": "8",
-        "HUIMIN_RECONCILE_MAX_QUERIES": "20", "HUIMIN_SWEEP_INTERVAL_S": "10",
-        "HUIMIN_SWEEP_GRACE_S": "20", "HUIMIN_SHUTDOWN_DEADLINE_S": "15",
-        "HUIMIN_METRICS_PORT": "0", "HUIMIN_STATEMENT_ENABLED": "false",
-        "HUIMIN_LOG_FORMAT": "json", "HUIMIN_LOG_LEVEL": "INFO",
+        "HUIMIN_BROKER_URL": broker_url,
+        "HUIMIN_LEDGER_URL": ledger_url,
+        "HUIMIN_PLATFORM_URL": platform + "/api",
+        "HUIMIN_CONCURRENCY": "8",
+        "HUIMIN_CONNECT_TIMEOUT_S": "1",
+        "HUIMIN_READ_TIMEOUT_S": "2",
+        "HUIMIN_WRITE_TIMEOUT_S": "3",
+        "HUIMIN_CALL_DEADLINE_S": "5",
+        "HUIMIN_RETRY_DELAYS_S": "[1, 2, 4]",
+        "HUIMIN_MAX_ATTEMPTS": "8",
+        "HUIMIN_RECONCILE_MAX_QUERIES": "20",
+        "HUIMIN_SWEEP_INTERVAL_S": "10",
+        "HUIMIN_SWEEP_GRACE_S": "20",
+        "HUIMIN_SHUTDOWN_DEADLINE_S": "15",
+        "HUIMIN_METRICS_PORT": "0",
+        "HUIMIN_STATEMENT_ENABLED": "false",
+        "HUIMIN_LOG_FORMAT": "json",
+        "HUIMIN_LOG_LEVEL": "INFO",
         "HUIMIN_REPLAY_RATE_PER_S": "200",
-    }  # fmt: skip
+    }
 
 
 def experiment(plan: Plan, logs: Path) -> int:
@@ -146,8 +175,9 @@ def experiment(plan: Plan, logs: Path) -> int:
             wait_consumers(broker_url, "huimin.work.money", plan.workers, 60)
             procs.gateway(gw_port)
             his = Broker(broker_url)
-            his.channel().queue_declare(HIS_QUEUE, durable=True, auto_delete=False,
-                                        arguments=QUORUM)  # fmt: skip
+            his.channel().queue_declare(
+                HIS_QUEUE, durable=True, auto_delete=False, arguments=QUORUM
+            )
             his.channel().queue_bind(HIS_QUEUE, "platform.events", "#")
             load = Load(plan.events, plan.images, plan.seed)
             results = Results(broker_url, load)
@@ -157,13 +187,18 @@ def experiment(plan: Plan, logs: Path) -> int:
             chaos = Chaos(plan, run, procs, names, platform, f"http://127.0.0.1:{gw_port}/")
             watcher = Watcher(run, procs, logs)
             watcher.start()
-            print(f"load: {len(load.first)} first events, {len(load.expected)} results due so "
-                  f"far; faults for {plan.fault_s:.0f} s", flush=True)  # fmt: skip
+            print(
+                f"load: {len(load.first)} first events, {len(load.expected)} results due so "
+                f"far; faults for {plan.fault_s:.0f} s",
+                flush=True,
+            )
             chaos.start()
-            published, drain_s = publish_all(plan, load, Broker(broker_url, confirm=True),
-                                             results, chaos)  # fmt: skip
-            print(f"drained {drain_s:.1f} s after the last fault; replaying dead letters",
-                  flush=True)  # fmt: skip
+            published, drain_s = publish_all(
+                plan, load, Broker(broker_url, confirm=True), results, chaos
+            )
+            print(
+                f"drained {drain_s:.1f} s after the last fault; replaying dead letters", flush=True
+            )
             replay = replay_dead_letters(env, logs)
             time.sleep(5.0)  # the replayed events' results
             watcher.stopping.set()
@@ -176,24 +211,43 @@ def experiment(plan: Plan, logs: Path) -> int:
             evidence(env, logs, orders)
         finally:
             procs.stop()
-        rows = check(plan, run, load, published, drain_s, results, ledger, orders, left,
-                     replay, his_messages, logs)  # fmt: skip
+        rows = check(
+            plan,
+            run,
+            load,
+            published,
+            drain_s,
+            results,
+            ledger,
+            orders,
+            left,
+            replay,
+            his_messages,
+            logs,
+        )
     rows.insert(1, ("simulator: faults it made (answers by kind)", fired))
     print_table(rows, run.violations)
     return 1 if run.violations else 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog=__doc__.split("\n\n", 2)[2])  # fmt: skip
-    parser.add_argument("--short", action="store_true",
-                        help="a few hundred events, about a minute of faults (CI)")
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 2)[2],
+    )
+    parser.add_argument(
+        "--short", action="store_true", help="a few hundred events, about a minute of faults (CI)"
+    )
     parser.add_argument("--events", type=int, help="events to publish (default 300 / 2000)")
     parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     parser.add_argument("--seed", type=int, default=7, help="load, faults and schedule seed")
-    parser.add_argument("--restart-broker", action=argparse.BooleanOptionalAction, default=None,
-                        help="restart RabbitMQ once (default: only in the full run)")
+    parser.add_argument(
+        "--restart-broker",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="restart RabbitMQ once (default: only in the full run)",
+    )
     parser.add_argument("--logs", type=Path, help="keep the processes' logs in this directory")
     args = parser.parse_args(argv)
     if args.workers < 2:

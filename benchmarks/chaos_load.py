@@ -22,12 +22,16 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from worker.models.examples import EXAMPLES  # noqa: E402
+from worker.protocol.models.examples import EXAMPLES  # noqa: E402
 
 MAX_EVENT_BYTES = 6291456  # HUIMIN_MAX_EVENT_BYTES's default: the too_large poison goes over it
-UPLOADS = [("fee.posted", "HOS00022"), ("patient.posted", "HOS00020"),
-           ("medical-record.posted", "HOS00021"), ("invoice.posted", "HOS00023"),
-           ("exam-report.posted", "HOS00024")]  # fmt: skip
+UPLOADS = [
+    ("fee.posted", "HOS00022"),
+    ("patient.posted", "HOS00020"),
+    ("medical-record.posted", "HOS00021"),
+    ("invoice.posted", "HOS00023"),
+    ("exam-report.posted", "HOS00024"),
+]
 
 
 @dataclass(frozen=True)
@@ -54,8 +58,12 @@ def _data(code: str, **changes: Any) -> dict[str, Any]:
 
 
 def _event(event_type: str, data: dict[str, Any], event_id: str | None = None) -> dict[str, Any]:
-    return {"eventId": event_id or f"chaos-{uuid.uuid4().hex}", "type": event_type,
-            "occurredAt": datetime.now(UTC).isoformat(), "data": data}  # fmt: skip
+    return {
+        "eventId": event_id or f"chaos-{uuid.uuid4().hex}",
+        "type": event_type,
+        "occurredAt": datetime.now(UTC).isoformat(),
+        "data": data,
+    }
 
 
 def _bytes(document: Any) -> bytes:
@@ -76,8 +84,14 @@ class Load:
 
     def _first(self, events: int, images: int) -> list[Planned]:
         planned: list[Planned] = []
-        weights = [("payment", 45), ("upload", 27), ("query", 5), ("duplicate", 6),
-                   ("same_order", 4), ("invalid", 3)]  # fmt: skip
+        weights = [
+            ("payment", 45),
+            ("upload", 27),
+            ("query", 5),
+            ("duplicate", 6),
+            ("same_order", 4),
+            ("invalid", 3),
+        ]
         kinds = [k for k, _ in weights]
         for _ in range(int(events * 0.8)):
             kind = self.rng.choices(kinds, [w for _, w in weights])[0]
@@ -96,8 +110,13 @@ class Load:
 
     def _payment(self, _: list[Planned]) -> Planned:
         order_id = _id("PAY")
-        data = _data("HOS00003", orderId=order_id, amt=self.rng.randrange(1000, 90000),
-                     setlId=_id("YJ")[:20], mdtrtId=_id("MD")[:20])  # fmt: skip
+        data = _data(
+            "HOS00003",
+            orderId=order_id,
+            amt=self.rng.randrange(1000, 90000),
+            setlId=_id("YJ")[:20],
+            mdtrtId=_id("MD")[:20],
+        )
         event = _event("payment.requested", data)
         self.money[order_id] = MoneyOrder(order_id, "pay", event["eventId"])
         role = self.rng.choices(["plain", "refund", "discharge"], [55, 25, 20])[0]
@@ -155,10 +174,14 @@ class Load:
             (_bytes(_event("payment.requested", {**pay, "orderId": "PAY\x00X"}, nul)), nul),
             (_bytes({**_event("payment.requested", pay), "type": "t" * 300}), None),
             (b'{"eventId": "chaos-deep-0001", "data": ' + b"[" * 5000 + b"]" * 5000 + b"}", None),
-            (_bytes(_event("payment.requested", {**pay, "remark": "x" * MAX_EVENT_BYTES}, big)),
-             big),
-            (b"{not json", None), (b"[1, 2, 3]", None), (b'{"eventId": "\xff\xfe"}', None),
-        ]  # fmt: skip
+            (
+                _bytes(_event("payment.requested", {**pay, "remark": "x" * MAX_EVENT_BYTES}, big)),
+                big,
+            ),
+            (b"{not json", None),
+            (b"[1, 2, 3]", None),
+            (b'{"eventId": "\xff\xfe"}', None),
+        ]
         planned = []
         for body, event_id in bodies:
             if event_id:
@@ -166,8 +189,9 @@ class Load:
             planned.append(Planned(body, "payment.requested", event_id or "", "poison"))
         unroutable = _event("payment.refused.typo", pay)
         planned.append(self._expect(unroutable, "unroutable"))
-        planned[-1] = Planned(planned[-1].body, "payment.refused.typo", unroutable["eventId"],
-                              "unroutable")  # fmt: skip
+        planned[-1] = Planned(
+            planned[-1].body, "payment.refused.typo", unroutable["eventId"], "unroutable"
+        )
         return planned
 
     # --- the events that need an earlier answer ---------------------------------------------
@@ -189,16 +213,23 @@ class Load:
 
     def _refund(self, pay: dict[str, Any], query_id: str) -> Planned:
         order_id = _id("RFD")
-        data = _data("HOS00004", orderId=order_id, origOrderId=query_id,
-                     amtRefund=max(1, pay["amt"] // 2))  # fmt: skip
+        data = _data(
+            "HOS00004", orderId=order_id, origOrderId=query_id, amtRefund=max(1, pay["amt"] // 2)
+        )
         event = _event("refund.requested", data)
         self.money[order_id] = MoneyOrder(order_id, "refund", event["eventId"])
         return self._expect(event, "refund")
 
     def _trial(self, pay: dict[str, Any], query_id: str) -> Planned:
-        data = _data("HOST0014", trialId=_id("TRL"), treatmentSerialNo=_id("ZY")[:20],
-                     setlId=_id("SETL")[:20], origPayQueryId=query_id,
-                     settleAmt=pay["amt"], nonCreditPayAmt=0)  # fmt: skip
+        data = _data(
+            "HOST0014",
+            trialId=_id("TRL"),
+            treatmentSerialNo=_id("ZY")[:20],
+            setlId=_id("SETL")[:20],
+            origPayQueryId=query_id,
+            settleAmt=pay["amt"],
+            nonCreditPayAmt=0,
+        )
         event = _event("discharge.trial.requested", data)
         self.roles[event["eventId"]] = ("settle", data)
         return self._expect(event, "trial")
@@ -206,11 +237,20 @@ class Load:
     def _settlement(self, trial: dict[str, Any]) -> Planned:
         order_id = _id("STL")
         amount = trial["settleAmt"] * 3 // 4  # a quarter of the deposit goes back
-        data = _data("HOS00014", trialId=trial["trialId"], orderId=order_id,
-                     treatmentSerialNo=trial["treatmentSerialNo"], setlId=trial["setlId"],
-                     origPayQueryId=trial["origPayQueryId"], settleAmt=amount,
-                     thirdpartyPayTotal=0, nonCreditPayAmt=0, miAmt=0, budgetAmt=0,
-                     grAmt=amount)  # fmt: skip
+        data = _data(
+            "HOS00014",
+            trialId=trial["trialId"],
+            orderId=order_id,
+            treatmentSerialNo=trial["treatmentSerialNo"],
+            setlId=trial["setlId"],
+            origPayQueryId=trial["origPayQueryId"],
+            settleAmt=amount,
+            thirdpartyPayTotal=0,
+            nonCreditPayAmt=0,
+            miAmt=0,
+            budgetAmt=0,
+            grAmt=amount,
+        )
         event = _event("discharge.ready", data)
         self.money[order_id] = MoneyOrder(order_id, "settle", event["eventId"])
         return self._expect(event, "settlement")

@@ -58,11 +58,19 @@ class Plan:
         short = args.short
         events = args.events or (300 if short else 2000)
         restart = args.restart_broker if args.restart_broker is not None else not short
-        return cls(events=events, workers=args.workers, fault_s=60.0 if short else 240.0,
-                   kill_every_s=8.0 if short else 10.0, outage_s=6.0 if short else 10.0,
-                   disconnects=2 if short else 4, restart_broker=restart,
-                   drain_s=120.0 if short else 300.0, seed=args.seed,
-                   images=2 if short else 4, notifications=3 if short else 6)
+        return cls(
+            events=events,
+            workers=args.workers,
+            fault_s=60.0 if short else 240.0,
+            kill_every_s=8.0 if short else 10.0,
+            outage_s=6.0 if short else 10.0,
+            disconnects=2 if short else 4,
+            restart_broker=restart,
+            drain_s=120.0 if short else 300.0,
+            seed=args.seed,
+            images=2 if short else 4,
+            notifications=3 if short else 6,
+        )
 
 
 @dataclass
@@ -96,8 +104,9 @@ class Run:
 
 
 def ctl(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["rabbitmqctl", "-q", *args], capture_output=True, text=True,
-                          check=check, timeout=120)  # fmt: skip
+    return subprocess.run(
+        ["rabbitmqctl", "-q", *args], capture_output=True, text=True, check=check, timeout=120
+    )
 
 
 @contextmanager
@@ -142,18 +151,26 @@ class Processes:
 
     def spawn(self, argv: list[str], log: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
         out = (self.logs / log).open("ab")
-        return subprocess.Popen([sys.executable, "-m", "worker.cli", *argv], env=env,
-                                stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
+        return subprocess.Popen(
+            [sys.executable, "-m", "worker.cli", *argv],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
 
     def simulator(self, port: int) -> None:
-        proc = self.spawn(["simulate", "--port", str(port), "--seed", str(self.plan.seed)],
-                          "simulator.log", self.env)  # fmt: skip
+        proc = self.spawn(
+            ["simulate", "--port", str(port), "--seed", str(self.plan.seed)],
+            "simulator.log",
+            self.env,
+        )
         self.others.append(proc)
         _wait_http(f"http://127.0.0.1:{port}/admin/faults")
 
     def gateway(self, port: int) -> None:
-        proc = self.spawn(["gateway", "--host", "127.0.0.1", "--port", str(port)],
-                          "gateway.log", self.env)  # fmt: skip
+        proc = self.spawn(
+            ["gateway", "--host", "127.0.0.1", "--port", str(port)], "gateway.log", self.env
+        )
         self.others.append(proc)
         _wait_http(f"http://127.0.0.1:{port}/readyz")
 
@@ -178,8 +195,9 @@ class Processes:
             if proc is not None and proc.poll() is not None and not self.stopping:
                 log = self.logs / f"worker-{self.generation[slot]}.log"
                 last = (log.read_text(errors="replace").strip().splitlines() or ["-"])[-1]
-                run.violations.append(f"worker {proc.pid} exited {proc.returncode} by "
-                                      f"itself: {last[:300]}")  # fmt: skip
+                run.violations.append(
+                    f"worker {proc.pid} exited {proc.returncode} by itself: {last[:300]}"
+                )
                 self.start_worker(slot)
 
     def stop(self) -> None:
@@ -261,9 +279,15 @@ class Broker:
         for _ in range(200):
             try:
                 self.channel().basic_publish(
-                    amqp.Message(body, delivery_mode=2, message_id=message_id[:200],
-                                 content_type="application/json"),
-                    exchange="his.events", routing_key=routing_key)  # fmt: skip
+                    amqp.Message(
+                        body,
+                        delivery_mode=2,
+                        message_id=message_id[:200],
+                        content_type="application/json",
+                    ),
+                    exchange="his.events",
+                    routing_key=routing_key,
+                )
                 return
             except Exception:
                 self.drop()
@@ -314,4 +338,3 @@ class Results(threading.Thread):
     def snapshot(self) -> dict[str, set[str]]:
         with self.lock:
             return {k: set(v) for k, v in self.ids.items()}
-

@@ -31,17 +31,22 @@ from idle_cpu import cpu_seconds  # noqa: E402
 
 
 @contextmanager
-def workers(url: str, platform_url: str, workdir: Path, concurrency: int,
-            processes: int) -> Iterator[list[int]]:  # fmt: skip
+def workers(
+    url: str, platform_url: str, workdir: Path, concurrency: int, processes: int
+) -> Iterator[list[int]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HUIMIN_")} | {
-        "HUIMIN_BROKER_URL": url, "HUIMIN_PLATFORM_URL": platform_url,
+        "HUIMIN_BROKER_URL": url,
+        "HUIMIN_PLATFORM_URL": platform_url,
         "HUIMIN_LEDGER_URL": f"sqlite:///{workdir / f'ledger-{uuid.uuid4().hex[:6]}.db'}",
         "HUIMIN_CONCURRENCY": str(max(1, concurrency // processes)),
-        "HUIMIN_LOG_LEVEL": "WARNING", "HUIMIN_METRICS_PORT": "0",
-    }  # fmt: skip
+        "HUIMIN_LOG_LEVEL": "WARNING",
+        "HUIMIN_METRICS_PORT": "0",
+    }
     log = (workdir / "worker.log").open("ab")
-    procs = [subprocess.Popen([sys.executable, "-m", "worker.cli", "run"], env=env, stderr=log)
-             for _ in range(processes)]  # fmt: skip
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "worker.cli", "run"], env=env, stderr=log)
+        for _ in range(processes)
+    ]
     try:
         yield [p.pid for p in procs]
     finally:
@@ -52,8 +57,9 @@ def workers(url: str, platform_url: str, workdir: Path, concurrency: int,
 
 
 def pid_of(pattern: str) -> int:
-    found = subprocess.run(["pgrep", "-n", "-f", pattern], capture_output=True, text=True,
-                           check=True)  # fmt: skip
+    found = subprocess.run(
+        ["pgrep", "-n", "-f", pattern], capture_output=True, text=True, check=True
+    )
     return int(found.stdout.split()[0])
 
 
@@ -77,11 +83,13 @@ def run(url: str, args: argparse.Namespace, worker_pids: list[int]) -> dict[str,
     conn = bench.raw_connection(url)
     channel = conn.channel()
     bench._wait_consumers(channel, "huimin.work.money")
-    channel.queue_declare("bench.results", durable=True, auto_delete=False,
-                          arguments=bench.QUORUM)  # fmt: skip
+    channel.queue_declare("bench.results", durable=True, auto_delete=False, arguments=bench.QUORUM)
     channel.queue_bind("bench.results", "his.results", "#")
-    pids = {"worker": worker_pids, "simulator": [pid_of("worker.cli simulate")],
-            "rabbitmq": [pid_of("beam.smp")]}  # fmt: skip
+    pids = {
+        "worker": worker_pids,
+        "simulator": [pid_of("worker.cli simulate")],
+        "rabbitmq": [pid_of("beam.smp")],
+    }
     publisher = threading.Thread(target=bench.publish_payments, args=(url, args.events))
     publisher.start()
     time.sleep(2.0)  # past the start: connections made, queues busy
@@ -118,8 +126,10 @@ def report(result: dict[str, float]) -> None:
         total += ms
         print(f"{name:10s} {ms:5.2f} ms CPU per event  {result[f'{name}_cores']:4.2f} cores")
     cores = os.cpu_count() or 1
-    print(f"together   {total:5.2f} ms CPU per event: at most {cores / total * 1000:,.0f}"
-          f" events/s on {cores} cores if nothing else ran")
+    print(
+        f"together   {total:5.2f} ms CPU per event: at most {cores / total * 1000:,.0f}"
+        f" events/s on {cores} cores if nothing else ran"
+    )
 
 
 if __name__ == "__main__":

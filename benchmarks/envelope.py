@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/envelope.py [--gmssl-sample-kb 256] [--repeat 5]
 
 Prints, for a 1 KB business payload and a 3 MB HOS00028 image upload (base64, ~4 MB of JSON):
-  - seal+open through worker.envelope (OpenSSL: hashlib SM3, cryptography SM4);
+  - seal+open through worker.protocol.envelope (OpenSSL: hashlib SM3, cryptography SM4);
   - (a) the raw OpenSSL primitives over the same bytes: SM4 encrypt + SM3 + SM4 decrypt + SM3;
   - (b) the gmssl reference primitives over the same bytes (a lower bound of a gmssl envelope).
 gmssl is ~1000x slower, so by default it is timed on a sample of the payload and scaled
@@ -23,8 +23,8 @@ from collections.abc import Callable
 
 from pydantic import SecretStr
 
-from worker import crypto, envelope
 from worker.clock import system_clock
+from worker.protocol import crypto, envelope
 from worker.settings import SANDBOX_PLATFORM_ID, SANDBOX_SECRET
 
 CREDS = envelope.Credentials(SANDBOX_PLATFORM_ID, SecretStr(SANDBOX_SECRET))
@@ -39,10 +39,16 @@ def payload_1kb() -> str:
 
 def payload_3mb_image() -> str:
     image = base64.b64encode(os.urandom(3 * 1024 * 1024)).decode("ascii")
-    return envelope.business_text({
-        "treatmentSerialNo": "ZY2026112500001", "idNo": "445221000000001010",
-        "fileType": "jpg", "imageBase64": image, "imageType": "3004", "verifyStatus": "0",
-    })  # fmt: skip
+    return envelope.business_text(
+        {
+            "treatmentSerialNo": "ZY2026112500001",
+            "idNo": "445221000000001010",
+            "fileType": "jpg",
+            "imageBase64": image,
+            "imageType": "3004",
+            "verifyStatus": "0",
+        }
+    )
 
 
 def seal_open(text: str) -> None:
@@ -66,9 +72,11 @@ def openssl_primitives(text: str) -> None:
 
 def gmssl_primitives(text: str) -> None:
     primitives(
-        text, crypto.reference_sm3_hex,
-        crypto.reference_sm4_ecb_encrypt, crypto.reference_sm4_ecb_decrypt,
-    )  # fmt: skip
+        text,
+        crypto.reference_sm3_hex,
+        crypto.reference_sm4_ecb_encrypt,
+        crypto.reference_sm4_ecb_decrypt,
+    )
 
 
 def best_of(func: Callable[[str], None], text: str, repeat: int, number: int) -> float:
@@ -97,7 +105,7 @@ def report(label: str, text: str, repeat: int, number: int, sample_kb: int) -> d
     ref, how = gmssl_time(text, sample_kb)
     size = len(text.encode())
     print(f"\n{label}: business JSON {size:,} bytes")
-    print(f"  seal+open (worker.envelope) : {1 / ours:12,.1f} per second")
+    print(f"  seal+open (worker.protocol.envelope) : {1 / ours:12,.1f} per second")
     print(f"  ratio to raw OpenSSL SM4+SM3 over the same bytes : {ours / raw:6.2f}x the time")
     print(f"  speed-up over the gmssl reference ({how}) : {ref / ours:8,.0f}x faster")
     return {"ratio_openssl": ours / raw, "speedup_gmssl": ref / ours}

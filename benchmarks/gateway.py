@@ -39,9 +39,9 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import throughput as bench  # noqa: E402 - the vhost and port plumbing
 
-from worker import envelope  # noqa: E402
 from worker.gateway.events import PLATFORM_EXCHANGE  # noqa: E402
-from worker.models.examples import EXAMPLES  # noqa: E402
+from worker.protocol import envelope  # noqa: E402
+from worker.protocol.models.examples import EXAMPLES  # noqa: E402
 from worker.settings import SANDBOX_PLATFORM_ID, SANDBOX_SECRET  # noqa: E402
 
 CREDENTIALS = envelope.Credentials(SANDBOX_PLATFORM_ID, envelope.SecretStr(SANDBOX_SECRET))
@@ -52,9 +52,14 @@ HIS_QUEUE = "bench.his"
 
 
 def bare_app() -> Any:
-    fixed = json.dumps(envelope.seal_response(
-        "0000", "success", {"treatmentSerialNo": "ZY2025090100001"}, credentials=CREDENTIALS,
-    )).encode()  # fmt: skip
+    fixed = json.dumps(
+        envelope.seal_response(
+            "0000",
+            "success",
+            {"treatmentSerialNo": "ZY2025090100001"},
+            credentials=CREDENTIALS,
+        )
+    ).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(fixed))]
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -87,10 +92,13 @@ def process(argv: list[str], port: int, env: dict[str, str], log: Path) -> Itera
 
 def gateway_env(broker_url: str, workdir: Path, port: int, concurrency: int) -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("HUIMIN_")} | {
-        "HUIMIN_BROKER_URL": broker_url, "HUIMIN_LEDGER_URL": f"sqlite:///{workdir / 'l.db'}",
-        "HUIMIN_GATEWAY_HOST": "127.0.0.1", "HUIMIN_GATEWAY_PORT": str(port),
-        "HUIMIN_GATEWAY_CONCURRENCY": str(concurrency), "HUIMIN_LOG_LEVEL": "WARNING",
-    }  # fmt: skip
+        "HUIMIN_BROKER_URL": broker_url,
+        "HUIMIN_LEDGER_URL": f"sqlite:///{workdir / 'l.db'}",
+        "HUIMIN_GATEWAY_HOST": "127.0.0.1",
+        "HUIMIN_GATEWAY_PORT": str(port),
+        "HUIMIN_GATEWAY_CONCURRENCY": str(concurrency),
+        "HUIMIN_LOG_LEVEL": "WARNING",
+    }
 
 
 # --- the client ---------------------------------------------------------------------------------
@@ -100,13 +108,23 @@ def notifications(count: int, tag: str) -> list[bytes]:
     """Distinct notifications (one treatmentSerialNo each), sealed now."""
     base = EXAMPLES["HIS00004"].copy().request
     at = datetime.now(UTC)
-    return [json.dumps(envelope.seal_request(
-        "HIS00004", {**base, "treatmentSerialNo": f"ZY{tag}{n:08d}"}, credentials=CREDENTIALS,
-        seq_id=envelope.new_seq_id(), at=at)).encode() for n in range(count)]  # fmt: skip
+    return [
+        json.dumps(
+            envelope.seal_request(
+                "HIS00004",
+                {**base, "treatmentSerialNo": f"ZY{tag}{n:08d}"},
+                credentials=CREDENTIALS,
+                seq_id=envelope.new_seq_id(),
+                at=at,
+            )
+        ).encode()
+        for n in range(count)
+    ]
 
 
-def drive(url: str, bodies: list[bytes], threads: int,
-          deadline: float) -> tuple[float, dict[str, int]]:  # fmt: skip
+def drive(
+    url: str, bodies: list[bytes], threads: int, deadline: float
+) -> tuple[float, dict[str, int]]:
     """Post every body from `threads` threads; (seconds, {rtCode: count})."""
     work: queue.SimpleQueue[bytes] = queue.SimpleQueue()
     for body in bodies:
@@ -139,8 +157,9 @@ def his_queue(url: str) -> tuple[Any, Any]:
     conn = bench.raw_connection(url)
     channel = conn.channel()
     channel.exchange_declare(PLATFORM_EXCHANGE, "topic", durable=True, auto_delete=False)
-    channel.queue_declare(HIS_QUEUE, durable=True, auto_delete=False,
-                          arguments={"x-queue-type": "quorum"})  # fmt: skip
+    channel.queue_declare(
+        HIS_QUEUE, durable=True, auto_delete=False, arguments={"x-queue-type": "quorum"}
+    )
     channel.queue_bind(HIS_QUEUE, PLATFORM_EXCHANGE, "claim-result.notified")
     return conn, channel
 
@@ -153,8 +172,9 @@ def event_ids(channel: Any, limit: int) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--count", type=int, default=1000, help="notifications (default 1000)")
     parser.add_argument("--concurrency", type=int, default=8, help="client threads (default 8)")
     parser.add_argument("--timeout", type=float, default=180, help="seconds for the whole run")
@@ -174,25 +194,33 @@ def main(argv: list[str] | None = None) -> int:
         env = gateway_env(url, workdir, gw_port, args.concurrency)
         bare_argv = [sys.executable, __file__, "--serve-bare", str(bare_port)]
         gw_argv = [sys.executable, "-m", "worker.cli", "gateway"]
-        with process(bare_argv, bare_port, env, workdir / "bare.log") as bare_url, \
-                process(gw_argv, gw_port, env, workdir / "gateway.log") as gw_url:
+        with (
+            process(bare_argv, bare_port, env, workdir / "bare.log") as bare_url,
+            process(gw_argv, gw_port, env, workdir / "gateway.log") as gw_url,
+        ):
             drive(bare_url, notifications(warm, "W0"), args.concurrency, deadline)
             drive(gw_url, notifications(warm, "W1"), args.concurrency, deadline)
-            bare_s, bare_codes = drive(bare_url, notifications(args.count, "B0"),
-                                       args.concurrency, deadline)  # fmt: skip
-            gw_s, gw_codes = drive(gw_url, notifications(args.count, "G0"), args.concurrency,
-                                   deadline)  # fmt: skip
+            bare_s, bare_codes = drive(
+                bare_url, notifications(args.count, "B0"), args.concurrency, deadline
+            )
+            gw_s, gw_codes = drive(
+                gw_url, notifications(args.count, "G0"), args.concurrency, deadline
+            )
         ids = event_ids(channel, warm + args.count + 10)
         conn.close()
     bare_rate, gw_rate = args.count / bare_s, args.count / gw_s
     print(f"bare uvicorn, fixed signed answer: {bare_rate:8.0f} requests/s  {bare_codes}")
     print(f"gateway, confirmed publish:        {gw_rate:8.0f} notifications/s  {gw_codes}")
-    print(f"ratio gateway/bare: {gw_rate / bare_rate:.2f}  "
-          f"(count {args.count}, {args.concurrency} client threads)")
+    print(
+        f"ratio gateway/bare: {gw_rate / bare_rate:.2f}  "
+        f"(count {args.count}, {args.concurrency} client threads)"
+    )
     expected = warm + args.count
     lost_or_dup = len(ids) != expected or len(set(ids)) != expected
-    print(f"HIS queue: {len(ids)} messages, {len(set(ids))} distinct eventIds, expected "
-          f"{expected}: {'LOST OR DUPLICATED' if lost_or_dup else 'none lost, none duplicated'}")
+    print(
+        f"HIS queue: {len(ids)} messages, {len(set(ids))} distinct eventIds, expected "
+        f"{expected}: {'LOST OR DUPLICATED' if lost_or_dup else 'none lost, none duplicated'}"
+    )
     all_ok = gw_codes == {"0000": args.count} and not lost_or_dup
     return 0 if all_ok else 1
 

@@ -38,8 +38,9 @@ def cpu_share(pid: int, seconds: float) -> float:
 
 
 def worker_pid() -> int:
-    found = subprocess.run(["pgrep", "-n", "-f", "worker.cli run"], capture_output=True,
-                           text=True, check=True)  # fmt: skip
+    found = subprocess.run(
+        ["pgrep", "-n", "-f", "worker.cli run"], capture_output=True, text=True, check=True
+    )
     return int(found.stdout.split()[0])
 
 
@@ -54,8 +55,10 @@ def main(argv: list[str] | None = None) -> int:
             with bench.worker(url, platform, Path(tmp), 8):
                 idle, waiting = measure(url, args.seconds)
     print(f"worker CPU, nothing to do           : {idle:6.1%} of a core (baseline)")
-    print(f"worker CPU, one slow call in flight : {waiting:6.1%} of a core"
-          f"  = {waiting / max(idle, 1e-3):.1f} x the baseline")
+    print(
+        f"worker CPU, one slow call in flight : {waiting:6.1%} of a core"
+        f"  = {waiting / max(idle, 1e-3):.1f} x the baseline"
+    )
     return 0
 
 
@@ -66,9 +69,11 @@ def measure(url: str, seconds: float) -> tuple[float, float]:
     pid = worker_pid()
     time.sleep(1)  # startup work (migrations, the first sweep) is over
     idle = cpu_share(pid, seconds)
-    channel.basic_publish(amqp.Message(bench.payments(1)[0], delivery_mode=2,
-                                       content_type="application/json"),
-                          exchange="his.events", routing_key="payment.requested")  # fmt: skip
+    channel.basic_publish(
+        amqp.Message(bench.payments(1)[0], delivery_mode=2, content_type="application/json"),
+        exchange="his.events",
+        routing_key="payment.requested",
+    )
     time.sleep(1)  # the call has left for the platform
     waiting = cpu_share(pid, seconds)
     conn.close()

@@ -30,10 +30,10 @@ from pathlib import Path
 
 import httpx
 
-from worker import envelope
-from worker.client import PlatformClient
 from worker.clock import system_clock
-from worker.models.examples import EXAMPLES
+from worker.platform.client import PlatformClient
+from worker.protocol import envelope
+from worker.protocol.models.examples import EXAMPLES
 from worker.settings import Settings
 
 _order_numbers = itertools.count(1)
@@ -54,15 +54,20 @@ class Phase:
 
     def line(self) -> str:
         cpu = "n/a" if self.cpu_seconds is None else f"{self.cpu_seconds / self.seconds:.0%}"
-        return (f"{self.name:<34} {self.requests:>6} req in {self.seconds:5.2f} s = "
-                f"{self.rate:8.1f} req/s  errors {self.errors}  simulator CPU {cpu} of a core")
+        return (
+            f"{self.name:<34} {self.requests:>6} req in {self.seconds:5.2f} s = "
+            f"{self.rate:8.1f} req/s  errors {self.errors}  simulator CPU {cpu} of a core"
+        )
 
 
 def fresh_payment() -> dict:
     with _lock:
         number = next(_order_numbers)
-    return {**EXAMPLES["HOS00003"].copy().request, "orderId": f"BENCH{os.getpid()}{number:010d}",
-            "amt": 100}
+    return {
+        **EXAMPLES["HOS00003"].copy().request,
+        "orderId": f"BENCH{os.getpid()}{number:010d}",
+        "amt": 100,
+    }
 
 
 def free_port() -> int:
@@ -72,8 +77,7 @@ def free_port() -> int:
 
 
 def start_simulator(port: int) -> tuple[subprocess.Popen[bytes], list[str]]:
-    command = [str(Path(sys.executable).parent / "huimin-worker"), "simulate", "--port",
-               str(port)]
+    command = [str(Path(sys.executable).parent / "huimin-worker"), "simulate", "--port", str(port)]
     env = {**os.environ, "HUIMIN_LOG_LEVEL": "WARNING"}
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
     deadline = time.monotonic() + 15
@@ -96,8 +100,14 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run_phase(name: str, pid: int, threads: int, count: int, seconds: float,
-              make_worker: Callable[[], Callable[[], bool | None]]) -> Phase:
+def run_phase(
+    name: str,
+    pid: int,
+    threads: int,
+    count: int,
+    seconds: float,
+    make_worker: Callable[[], Callable[[], bool | None]],
+) -> Phase:
     """Run `threads` workers until `count` requests or `seconds`; a worker returning None
     has nothing left to send."""
     workers = [make_worker() for _ in range(threads)]  # setup cost stays off the clock
@@ -139,9 +149,20 @@ def client_worker(settings: Settings) -> Callable[[], bool | None]:
 
 def presealed(count: int, credentials: envelope.Credentials) -> Callable[[], bytes | None]:
     """`count` sealed HOS00003 bodies (fresh orderIds and seq ids), handed out once each."""
-    bodies = iter([envelope.business_text(envelope.seal_request(
-        "HOS00003", fresh_payment(), credentials=credentials, seq_id=envelope.new_seq_id(),
-        at=system_clock())).encode() for _ in range(count)])
+    bodies = iter(
+        [
+            envelope.business_text(
+                envelope.seal_request(
+                    "HOS00003",
+                    fresh_payment(),
+                    credentials=credentials,
+                    seq_id=envelope.new_seq_id(),
+                    at=system_clock(),
+                )
+            ).encode()
+            for _ in range(count)
+        ]
+    )
 
     def take() -> bytes | None:
         with _lock:
@@ -171,26 +192,41 @@ def main() -> int:
     port = free_port()
     process, command = start_simulator(port)
     print("simulator:", shlex.join(command))
-    print(f"load: {args.threads} threads, HOS00003 with fresh orderIds, "
-          f"at most {args.count} requests or {args.seconds:.0f} s per phase, "
-          f"{os.cpu_count()} CPUs shared by the client threads and the simulator")
+    print(
+        f"load: {args.threads} threads, HOS00003 with fresh orderIds, "
+        f"at most {args.count} requests or {args.seconds:.0f} s per phase, "
+        f"{os.cpu_count()} CPUs shared by the client threads and the simulator"
+    )
     try:
         settings = Settings(platform_url=f"http://127.0.0.1:{port}/api")
         credentials = envelope.Credentials.from_settings(settings)
-        client_phase = run_phase("PlatformClient.call", process.pid, args.threads, args.count,
-                                 args.seconds, lambda: client_worker(settings))
+        client_phase = run_phase(
+            "PlatformClient.call",
+            process.pid,
+            args.threads,
+            args.count,
+            args.seconds,
+            lambda: client_worker(settings),
+        )
         take = presealed(args.count, credentials)
-        raw_phase = run_phase("raw post of pre-sealed envelopes", process.pid, args.threads,
-                              args.count, args.seconds,
-                              lambda: raw_worker(settings.platform_url, take))
+        raw_phase = run_phase(
+            "raw post of pre-sealed envelopes",
+            process.pid,
+            args.threads,
+            args.count,
+            args.seconds,
+            lambda: raw_worker(settings.platform_url, take),
+        )
     finally:
         process.terminate()
         process.wait(timeout=10)
     for phase in (client_phase, raw_phase):
         print(phase.line())
     ratio = client_phase.rate / raw_phase.rate if raw_phase.rate else float("nan")
-    print(f"PlatformClient / raw = {ratio:.2f} (1.00: the simulator is the bottleneck; "
-          "lower: the client side is)")
+    print(
+        f"PlatformClient / raw = {ratio:.2f} (1.00: the simulator is the bottleneck; "
+        "lower: the client side is)"
+    )
     return 0
 
 

@@ -34,7 +34,7 @@ import amqp
 import kombu
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from worker.models.examples import EXAMPLES  # noqa: E402
+from worker.protocol.models.examples import EXAMPLES  # noqa: E402
 
 QUORUM = {"x-queue-type": "quorum"}
 BROKER = os.environ.get("HUIMIN_BENCH_BROKER", "amqp://guest:guest@127.0.0.1:5672")
@@ -47,8 +47,11 @@ BROKER = os.environ.get("HUIMIN_BENCH_BROKER", "amqp://guest:guest@127.0.0.1:567
 def vhost() -> Iterator[str]:
     name = f"huimin-bench-{uuid.uuid4().hex[:8]}"
     subprocess.run(["rabbitmqctl", "-q", "add_vhost", name], check=True, capture_output=True)
-    subprocess.run(["rabbitmqctl", "-q", "set_permissions", "-p", name, "guest", ".*", ".*", ".*"],
-                   check=True, capture_output=True)  # fmt: skip
+    subprocess.run(
+        ["rabbitmqctl", "-q", "set_permissions", "-p", name, "guest", ".*", ".*", ".*"],
+        check=True,
+        capture_output=True,
+    )
     try:
         yield f"{BROKER}/{name}"
     finally:
@@ -57,9 +60,13 @@ def vhost() -> Iterator[str]:
 
 def raw_connection(url: str, confirm: bool = False) -> amqp.Connection:
     parts = kombu.Connection(url)
-    conn = amqp.Connection(f"{parts.hostname}:{parts.port or 5672}", userid=parts.userid,
-                           password=parts.password, virtual_host=parts.virtual_host,
-                           confirm_publish=confirm)  # fmt: skip
+    conn = amqp.Connection(
+        f"{parts.hostname}:{parts.port or 5672}",
+        userid=parts.userid,
+        password=parts.password,
+        virtual_host=parts.virtual_host,
+        confirm_publish=confirm,
+    )
     conn.connect()
     return conn
 
@@ -103,9 +110,12 @@ def kombu_loop_sync(url: str, count: int) -> float:
         producer.declare = [out]  # type: ignore[assignment]
         out(conn.default_channel).declare()
         done, buffered = 0, []
-        consumer = conn.Consumer(kombu.Queue("bench.in", queue_arguments=QUORUM, no_declare=True),
-                                 callbacks=[lambda body, msg: buffered.append(msg)],
-                                 accept=None, prefetch_count=64)  # fmt: skip
+        consumer = conn.Consumer(
+            kombu.Queue("bench.in", queue_arguments=QUORUM, no_declare=True),
+            callbacks=[lambda body, msg: buffered.append(msg)],
+            accept=None,
+            prefetch_count=64,
+        )
         start = time.perf_counter()
         with consumer:
             while done < count:
@@ -138,8 +148,9 @@ def kombu_loop_pipelined(url: str, count: int) -> float:
 
     publish.events["basic_ack"].add(confirmed)
     consume.basic_qos(0, 256, False)
-    consume.basic_consume("bench.in", callback=lambda m: buffered.append(
-        m.delivery_info["delivery_tag"]))  # fmt: skip
+    consume.basic_consume(
+        "bench.in", callback=lambda m: buffered.append(m.delivery_info["delivery_tag"])
+    )
     start = time.perf_counter()
     while state["acked"] < count:
         try:
@@ -147,8 +158,9 @@ def kombu_loop_pipelined(url: str, count: int) -> float:
         except TimeoutError:
             pass
         for tag in buffered:
-            publish._basic_publish(amqp.Message(b"{}", delivery_mode=2), exchange="",
-                                   routing_key="bench.out")  # fmt: skip
+            publish._basic_publish(
+                amqp.Message(b"{}", delivery_mode=2), exchange="", routing_key="bench.out"
+            )
             state["seq"] += 1
             pending[state["seq"]] = tag
         buffered.clear()
@@ -167,9 +179,20 @@ def simulator(latency_ms: int, workdir: Path) -> Iterator[str]:
     latency = {"transCode": "*", "kind": "latency", "params": {"ms": latency_ms}}
     rules = [latency] if latency_ms else []
     faults.write_text(json.dumps(rules))
-    proc = subprocess.Popen([sys.executable, "-m", "worker.cli", "simulate", "--port", str(port),
-                             "--faults", str(faults)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)  # fmt: skip
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "worker.cli",
+            "simulate",
+            "--port",
+            str(port),
+            "--faults",
+            str(faults),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         _wait_port(port)
         yield f"http://127.0.0.1:{port}/api"
@@ -192,13 +215,18 @@ def _wait_port(port: int, timeout: float = 20) -> None:
 @contextmanager
 def worker(url: str, platform_url: str, workdir: Path, concurrency: int) -> Iterator[None]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HUIMIN_")} | {
-        "HUIMIN_BROKER_URL": url, "HUIMIN_PLATFORM_URL": platform_url,
+        "HUIMIN_BROKER_URL": url,
+        "HUIMIN_PLATFORM_URL": platform_url,
         "HUIMIN_LEDGER_URL": f"sqlite:///{workdir / f'ledger-{uuid.uuid4().hex[:6]}.db'}",
-        "HUIMIN_CONCURRENCY": str(concurrency), "HUIMIN_LOG_LEVEL": "WARNING",
+        "HUIMIN_CONCURRENCY": str(concurrency),
+        "HUIMIN_LOG_LEVEL": "WARNING",
         "HUIMIN_METRICS_PORT": "0",
-    }  # fmt: skip
-    proc = subprocess.Popen([sys.executable, "-m", "worker.cli", "run"], env=env,
-                            stderr=(workdir / "worker.log").open("ab"))  # fmt: skip
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "worker.cli", "run"],
+        env=env,
+        stderr=(workdir / "worker.log").open("ab"),
+    )
     try:
         yield
     finally:
@@ -209,9 +237,18 @@ def worker(url: str, platform_url: str, workdir: Path, concurrency: int) -> Iter
 def payments(count: int) -> list[bytes]:
     base = EXAMPLES["HOS00003"].request
     now = datetime.now(UTC).isoformat()
-    return [json.dumps({"eventId": f"bench-{uuid.uuid4().hex}", "type": "payment.requested",
-                        "occurredAt": now, "data": {**base, "orderId": f"B{uuid.uuid4().hex}"}},
-                       ensure_ascii=False).encode() for _ in range(count)]  # fmt: skip
+    return [
+        json.dumps(
+            {
+                "eventId": f"bench-{uuid.uuid4().hex}",
+                "type": "payment.requested",
+                "occurredAt": now,
+                "data": {**base, "orderId": f"B{uuid.uuid4().hex}"},
+            },
+            ensure_ascii=False,
+        ).encode()
+        for _ in range(count)
+    ]
 
 
 def worker_rate(url: str, platform_url: str, workdir: Path, count: int, concurrency: int) -> float:
@@ -233,9 +270,11 @@ def worker_rate(url: str, platform_url: str, workdir: Path, count: int, concurre
 def publish_bodies(channel: Any, bodies: list[bytes]) -> None:
     """As the HIS does: to his.events, routing key = the event type (confirms not awaited)."""
     for body in bodies:
-        channel._basic_publish(amqp.Message(body, delivery_mode=2, message_id="x",
-                                            content_type="application/json"),
-                               exchange="his.events", routing_key="payment.requested")
+        channel._basic_publish(
+            amqp.Message(body, delivery_mode=2, message_id="x", content_type="application/json"),
+            exchange="his.events",
+            routing_key="payment.requested",
+        )
 
 
 def publish_payments(url: str, count: int) -> None:
@@ -275,8 +314,10 @@ def main(argv: list[str] | None = None) -> int:
         with simulator(200, Path(tmp)) as platform:
             c = worker_rate(url, platform, Path(tmp), max(args.events, 1500), 64)
     bound = 64 / 0.2
-    print(f"(c)  worker, 200 ms platform, concurrency 64: {c:8,.0f} events/s"
-          f"  = {c / bound:5.1%} of the bound {bound:.0f}/s")
+    print(
+        f"(c)  worker, 200 ms platform, concurrency 64: {c:8,.0f} events/s"
+        f"  = {c / bound:5.1%} of the bound {bound:.0f}/s"
+    )
     return 0
 
 
@@ -290,8 +331,10 @@ def baselines_and_b(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp, vhost() as url:
         with simulator(0, Path(tmp)) as platform:
             b = worker_rate(url, platform, Path(tmp), args.events, args.concurrency)
-    print(f"(b)  worker end to end, concurrency {args.concurrency:<3}    : {b:8,.0f} events/s"
-          f"  = {b / a1:4.2f} x (a1), {b / a2:4.2f} x (a2)")
+    print(
+        f"(b)  worker end to end, concurrency {args.concurrency:<3}    : {b:8,.0f} events/s"
+        f"  = {b / a1:4.2f} x (a1), {b / a2:4.2f} x (a2)"
+    )
 
 
 if __name__ == "__main__":

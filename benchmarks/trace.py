@@ -137,11 +137,11 @@ def measure(ledger: SqliteLedger, numbers: list[int]) -> None:
     results = {
         "baseline get_event(eventId)": timed(ledger.get_event, by_event),
         "trace(orderId), 1 event": timed(lambda k: trace(ledger, k), by_order),
-        f"trace(treatmentSerialNo), {SHARED} events": timed(lambda k: trace(ledger, k),
-                                                             by_serial),
-        f"trace + render text, {SHARED} events": timed(lambda k: render_text(trace(ledger, k)),
-                                                        by_serial),
-    }  # fmt: skip
+        f"trace(treatmentSerialNo), {SHARED} events": timed(lambda k: trace(ledger, k), by_serial),
+        f"trace + render text, {SHARED} events": timed(
+            lambda k: render_text(trace(ledger, k)), by_serial
+        ),
+    }
     report(results)
 
 
@@ -150,8 +150,10 @@ def report(results: dict[str, list[float]]) -> None:
     print(f"\n{'operation':<40} {'median':>10} {'p99':>10} {'ratio':>8}")
     for name, samples in results.items():
         median = statistics.median(samples)
-        print(f"{name:<40} {median * 1e6:>8.0f}µs {p99(samples) * 1e6:>8.0f}µs "
-              f"{median / baseline:>7.1f}x")  # fmt: skip
+        print(
+            f"{name:<40} {median * 1e6:>8.0f}µs {p99(samples) * 1e6:>8.0f}µs "
+            f"{median / baseline:>7.1f}x"
+        )
     worst = max(max(samples) for samples in results.values())
     print(f"\nslowest single trace: {worst * 1e3:.1f} ms (the budget is well under 1 s)")
 

@@ -116,7 +116,7 @@ def backend(request: pytest.FixtureRequest, tmp_path):  # type: ignore[no-untype
 def memory_backend(tmp_path):  # type: ignore[no-untyped-def]
     """The in-memory broker and a SQLite ledger: no services needed."""
     from tests.worker_harness import Backend, sqlite_url
-    from worker.transport.memory import MemoryBroker
+    from worker.broker.memory import MemoryBroker
 
     return Backend("memory-sqlite", None, sqlite_url(tmp_path), MemoryBroker())
 
@@ -124,7 +124,7 @@ def memory_backend(tmp_path):  # type: ignore[no-untyped-def]
 @pytest.fixture
 def simulator(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
     """The platform simulator on loopback, in a thread of this process."""
-    from worker.simulator.server import run_in_thread
+    from worker.sandbox.simulator.server import run_in_thread
 
     with run_in_thread(seed=getattr(request.module, "SIMULATOR_SEED", 7)) as handle:
         yield handle

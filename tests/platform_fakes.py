@@ -1,6 +1,6 @@
 """A scripted fake platform for client and processor unit tests (httpx.MockTransport).
 
-The real stateful counterpart is the simulator (worker.simulator); this one answers whatever
+The real stateful counterpart is the simulator (worker.sandbox.simulator); this one answers whatever
 a test scripts, to pin the client's judgement of each answer.
 """
 
@@ -14,8 +14,8 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
-from worker import envelope
-from worker.envelope import Credentials, OpenedRequest
+from worker.protocol import envelope
+from worker.protocol.envelope import Credentials, OpenedRequest
 from worker.settings import SANDBOX_PLATFORM_ID, SANDBOX_SECRET, Settings
 
 CREDS = Credentials(SANDBOX_PLATFORM_ID, SecretStr(SANDBOX_SECRET))
@@ -29,8 +29,9 @@ def settings(**overrides: Any) -> Settings:
 
 
 def signed(rt_code: str, rt_msg: str = "", data: dict | None = None) -> httpx.Response:
-    return httpx.Response(200, json=envelope.seal_response(rt_code, rt_msg, data,
-                                                           credentials=CREDS))
+    return httpx.Response(
+        200, json=envelope.seal_response(rt_code, rt_msg, data, credentials=CREDS)
+    )
 
 
 @dataclass

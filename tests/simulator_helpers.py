@@ -10,12 +10,12 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
-from worker import envelope
-from worker.client import PlatformClient
 from worker.clock import Clock, system_clock
-from worker.models.examples import EXAMPLES
+from worker.platform.client import PlatformClient
+from worker.protocol import envelope
+from worker.protocol.models.examples import EXAMPLES
+from worker.sandbox.simulator import SimulatorHandle
 from worker.settings import SANDBOX_PLATFORM_ID, SANDBOX_SECRET, Settings
-from worker.simulator import SimulatorHandle
 
 SANDBOX = envelope.Credentials(SANDBOX_PLATFORM_ID, SecretStr(SANDBOX_SECRET))
 SIGNED_ID_NO: str = EXAMPLES["HOS00001"].request["idNo"]
@@ -60,9 +60,12 @@ def sealed(
     seq_id: str | None = None,
 ) -> dict[str, str]:
     return envelope.seal_request(
-        trans_code, business, credentials=credentials,
-        seq_id=seq_id or envelope.new_seq_id(), at=at or system_clock(),
-    )  # fmt: skip
+        trans_code,
+        business,
+        credentials=credentials,
+        seq_id=seq_id or envelope.new_seq_id(),
+        at=at or system_clock(),
+    )
 
 
 def post_raw(sim: SimulatorHandle, message: dict[str, Any] | bytes) -> httpx.Response:

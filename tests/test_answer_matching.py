@@ -26,19 +26,19 @@ from prometheus_client import CollectorRegistry
 from tests.platform_fakes import CREDS, FakePlatform, signed
 from tests.platform_fakes import settings as platform_settings
 from tests.worker_harness import Backend, running, start_worker
-from worker import answers, envelope
-from worker import events as ev
-from worker.client import PlatformClient
 from worker.clock import FixedClock
-from worker.envelope import OpenedRequest
+from worker.contract import events as ev
+from worker.contract.results import Outcome
 from worker.errors import HuiminError, OutcomeUnknown, PlatformRejected, PlatformUnavailable
-from worker.his import HisSide
-from worker.ledger.base import Ledger, NewEvent, open_ledger
+from worker.ledger import Ledger, NewEvent, open_ledger
 from worker.metrics import WorkerMetrics
-from worker.models.examples import EXAMPLES
-from worker.reconcile import MoneyCall
-from worker.results import Outcome
-from worker.simulator.server import SimulatorHandle
+from worker.pipeline.money_calls import MoneyCall
+from worker.platform.client import PlatformClient
+from worker.protocol import answers, envelope
+from worker.protocol.envelope import OpenedRequest
+from worker.protocol.models.examples import EXAMPLES
+from worker.sandbox.his import HisSide
+from worker.sandbox.simulator.server import SimulatorHandle
 
 PAY, REFUND, SETTLE = EXAMPLES["HOS00003"], EXAMPLES["HOS00004"], EXAMPLES["HOS00014"]
 T0 = datetime(2026, 11, 25, 1, 0, tzinfo=UTC)
@@ -46,13 +46,19 @@ T0 = datetime(2026, 11, 25, 1, 0, tzinfo=UTC)
 
 def _registry_value(metrics: WorkerMetrics, trans_code: str, field: str) -> float:
     value = metrics.registry.get_sample_value(
-        "huimin_platform_answer_mismatch_total", {"trans_code": trans_code, "field": field})
+        "huimin_platform_answer_mismatch_total", {"trans_code": trans_code, "field": field}
+    )
     return value or 0.0
 
 
 def _client(platform: FakePlatform, metrics: WorkerMetrics | None = None) -> PlatformClient:
-    return PlatformClient(platform_settings(), transport=platform.transport(), clock=FixedClock(T0),
-                          observer=metrics, sleep=lambda _: None)  # fmt: skip
+    return PlatformClient(
+        platform_settings(),
+        transport=platform.transport(),
+        clock=FixedClock(T0),
+        observer=metrics,
+        sleep=lambda _: None,
+    )
 
 
 def _metrics() -> WorkerMetrics:
@@ -80,14 +86,17 @@ def test_a_refund_answer_names_the_pays_hospital_order_and_is_not_compared_on_it
     assert answers.mismatch(answers.for_call("HOS00004", REFUND.request), REFUND.response) is None
 
 
-@pytest.mark.parametrize(("change", "field"), [
-    ({"orderId": "PAY209901010000000009"}, "orderId"),
-    ({"amt": 499999}, "amt"),
-    ({"amt": "500000"}, "amt"),  # a string is not an amount in fen
-    ({"orderStatus": "12"}, "orderStatus"),  # a refund's status on a pay
-    ({"orderStatus": "42"}, "orderStatus"),
-    ({"orderStatus": None}, "orderStatus"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"orderId": "PAY209901010000000009"}, "orderId"),
+        ({"amt": 499999}, "amt"),
+        ({"amt": "500000"}, "amt"),  # a string is not an amount in fen
+        ({"orderStatus": "12"}, "orderStatus"),  # a refund's status on a pay
+        ({"orderStatus": "42"}, "orderStatus"),
+        ({"orderStatus": None}, "orderStatus"),
+    ],
+)
 def test_a_pay_answer_that_does_not_echo_its_request_names_the_field(
     change: dict[str, Any], field: str
 ) -> None:
@@ -109,18 +118,23 @@ def test_calls_without_a_rule_expect_nothing() -> None:
 # --- the client ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("change", "field"), [
-    ({"orderId": "PAY209901010000000009"}, "orderId"),
-    ({"amt": 1}, "amt"),
-    ({"orderStatus": "32"}, "orderStatus"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"orderId": "PAY209901010000000009"}, "orderId"),
+        ({"amt": 1}, "amt"),
+        ({"orderStatus": "32"}, "orderStatus"),
+    ],
+)
 def test_a_verified_success_about_something_else_is_unknown_counted_and_logged(
     change: dict[str, Any], field: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     metrics = _metrics()
     platform = FakePlatform([signed("0000", "交易成功", {**PAY.response, **change})])
-    with caplog.at_level(logging.WARNING, logger="worker.client"), \
-            pytest.raises(OutcomeUnknown, match="suspected replay"):  # fmt: skip
+    with (
+        caplog.at_level(logging.WARNING, logger="worker.platform.client"),
+        pytest.raises(OutcomeUnknown, match="suspected replay"),
+    ):
         _client(platform, metrics).call("HOS00003", PAY.request)
     assert _registry_value(metrics, "HOS00003", field) == 1
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
@@ -154,7 +168,8 @@ def test_a_refusal_about_another_order_does_not_fail_this_one() -> None:
     metrics = _metrics()
     with pytest.raises(OutcomeUnknown):
         _client(FakePlatform([signed("1000", "支付失败", other)]), metrics).call(
-            "HOS00003", PAY.request)
+            "HOS00003", PAY.request
+        )
     assert _registry_value(metrics, "HOS00003", "orderId") == 1
 
 
@@ -169,7 +184,8 @@ def test_a_status_query_answer_about_another_order_is_retry_later_never_final() 
     other = {**EXAMPLES["HOS00012"].response, "orderId": "PAY209901010000000009"}
     with pytest.raises(PlatformUnavailable):
         _client(FakePlatform([signed("0000", "ok", other)])).call(
-            "HOS00012", EXAMPLES["HOS00012"].request, expect=expect)
+            "HOS00012", EXAMPLES["HOS00012"].request, expect=expect
+        )
 
 
 def test_the_attempt_of_a_mismatched_answer_records_no_rt_code() -> None:
@@ -189,17 +205,25 @@ def test_the_attempt_of_a_mismatched_answer_records_no_rt_code() -> None:
     assert seen[0].rt_code is None and seen[0].outcome == "unknown"
 
 
-RT_CODES = st.sampled_from(["0000", "0000", "0000", "1000", "0001", "5501", "9999", "4104",
-                            "7777"])  # fmt: skip
-FIELD_VALUES = st.one_of(st.none(), st.integers(-1, 10**12), st.text(max_size=45),
-                         st.sampled_from([PAY.request["orderId"], PAY.request["amt"], "01", "02",
-                                          "03", "12", "32", "42"]))  # fmt: skip
+RT_CODES = st.sampled_from(["0000", "0000", "0000", "1000", "0001", "5501", "9999", "4104", "7777"])
+FIELD_VALUES = st.one_of(
+    st.none(),
+    st.integers(-1, 10**12),
+    st.text(max_size=45),
+    st.sampled_from(
+        [PAY.request["orderId"], PAY.request["amt"], "01", "02", "03", "12", "32", "42"]
+    ),
+)
 
 
 @settings(max_examples=200, deadline=None)
-@given(rt_code=RT_CODES, changes=st.dictionaries(
-    st.sampled_from(["orderId", "amt", "orderStatus", "queryId"]), FIELD_VALUES, max_size=4),
-    seq_id=st.one_of(st.none(), st.just("OLD0000000001")))  # fmt: skip
+@given(
+    rt_code=RT_CODES,
+    changes=st.dictionaries(
+        st.sampled_from(["orderId", "amt", "orderStatus", "queryId"]), FIELD_VALUES, max_size=4
+    ),
+    seq_id=st.one_of(st.none(), st.just("OLD0000000001")),
+)
 def test_a_believed_pay_answer_always_echoes_its_request(
     rt_code: str, changes: dict[str, Any], seq_id: str | None
 ) -> None:
@@ -220,8 +244,10 @@ def test_a_believed_pay_answer_always_echoes_its_request(
         assert error.reason  # a named reason, nothing else escapes
         return
     assert seq_id is None and rt_code == "0000"
-    assert (reply.data["orderId"], reply.data["amt"]) == (PAY.request["orderId"],
-                                                          PAY.request["amt"])
+    assert (reply.data["orderId"], reply.data["amt"]) == (
+        PAY.request["orderId"],
+        PAY.request["amt"],
+    )
     assert reply.data["orderStatus"] in ("01", "02", "03")
 
 
@@ -237,18 +263,33 @@ def ledger(tmp_path: Path) -> Iterator[Ledger]:
 
 
 def _prepared(order_id: str) -> ev.PreparedEvent:
-    body = {"eventId": f"evt-{uuid.uuid4().hex}", "type": "payment.requested",
-            "occurredAt": T0.isoformat(), "data": {**PAY.request, "orderId": order_id}}
+    body = {
+        "eventId": f"evt-{uuid.uuid4().hex}",
+        "type": "payment.requested",
+        "occurredAt": T0.isoformat(),
+        "data": {**PAY.request, "orderId": order_id},
+    }
     event = ev.parse_event(json.dumps(body).encode())
-    return ev.prepare(event, hospital_id=PAY.request["hospitalId"],
-                      city_code=PAY.request["cityCode"])  # fmt: skip
+    return ev.prepare(
+        event, hospital_id=PAY.request["hospitalId"], city_code=PAY.request["cityCode"]
+    )
 
 
 def _record(ledger: Ledger, prepared: ev.PreparedEvent) -> None:
-    ledger.begin_event(NewEvent(
-        prepared.event.eventId, prepared.event.type, prepared.trans_code,
-        prepared.event.model_dump(mode="json"), prepared.payload_hash, prepared.business_key,
-        prepared.keys, T0, lease_owner="w1", lease_until=T0 + timedelta(minutes=5)))
+    ledger.begin_event(
+        NewEvent(
+            prepared.event.eventId,
+            prepared.event.type,
+            prepared.trans_code,
+            prepared.event.model_dump(mode="json"),
+            prepared.payload_hash,
+            prepared.business_key,
+            prepared.keys,
+            T0,
+            lease_owner="w1",
+            lease_until=T0 + timedelta(minutes=5),
+        )
+    )
 
 
 def _answer_for(order_id: str, status: str = "02") -> dict[str, Any]:
@@ -261,14 +302,19 @@ def test_a_pay_answered_about_another_order_is_settled_by_the_status_query(
     order_id = "PAY2026112500000777"
     prepared = _prepared(order_id)
     _record(ledger, prepared)
-    platform = FakePlatform([
-        signed("0000", "ok", {**PAY.response, "orderId": "PAY2026112500000001"}),  # not ours
-        signed("0000", "ok", _answer_for("PAY2026112500000001")),  # the query's, not ours either
-        signed("0000", "ok", _answer_for(order_id)),  # the true answer
-    ])  # fmt: skip
+    platform = FakePlatform(
+        [
+            signed("0000", "ok", {**PAY.response, "orderId": "PAY2026112500000001"}),  # not ours
+            signed(
+                "0000", "ok", _answer_for("PAY2026112500000001")
+            ),  # the query's, not ours either
+            signed("0000", "ok", _answer_for(order_id)),  # the true answer
+        ]
+    )
     clock = FixedClock(T0)
-    client = PlatformClient(platform_settings(), transport=platform.transport(), clock=clock,
-                            sleep=lambda _: None)  # fmt: skip
+    client = PlatformClient(
+        platform_settings(), transport=platform.transport(), clock=clock, sleep=lambda _: None
+    )
 
     def step() -> Any:
         return MoneyCall(ledger, client, prepared, clock, owner="w1").step()
@@ -293,15 +339,22 @@ def test_a_not_found_after_a_mismatched_answer_waits_for_the_calls_deadline(
     prepared = _prepared(order_id)
     _record(ledger, prepared)
     charges: list[OpenedRequest] = []
-    platform = FakePlatform([
-        signed("0000", "ok", {**PAY.response, "orderId": "PAY2026112500000001"}),
-        signed("1000", "订单不存在"),
-        signed("1000", "订单不存在"),
-        lambda req: signed("0000", "ok", {**PAY.response, "orderId": order_id}),
-    ], on_request=lambda req: charges.append(req) if req.trans_code == "HOS00003" else None)
+    platform = FakePlatform(
+        [
+            signed("0000", "ok", {**PAY.response, "orderId": "PAY2026112500000001"}),
+            signed("1000", "订单不存在"),
+            signed("1000", "订单不存在"),
+            lambda req: signed("0000", "ok", {**PAY.response, "orderId": order_id}),
+        ],
+        on_request=lambda req: charges.append(req) if req.trans_code == "HOS00003" else None,
+    )
     clock = FixedClock(T0)
-    client = PlatformClient(platform_settings(call_deadline_s=45), transport=platform.transport(),
-                            clock=clock, sleep=lambda _: None)  # fmt: skip
+    client = PlatformClient(
+        platform_settings(call_deadline_s=45),
+        transport=platform.transport(),
+        clock=clock,
+        sleep=lambda _: None,
+    )
 
     def step() -> Any:
         return MoneyCall(ledger, client, prepared, clock, owner="w1").step()
@@ -330,9 +383,12 @@ def test_the_worker_settles_a_replayed_answer_by_the_status_query_with_one_charg
     metrics = _metrics()
     simulator.add_fault("replay_answer", "HOS00003", times=1, field=field)
     order_id = f"PAY{uuid.uuid4().hex[:20].upper()}"
-    event = {"eventId": f"evt-{uuid.uuid4().hex}", "type": "payment.requested",
-             "occurredAt": datetime.now(UTC).isoformat(),
-             "data": copy.deepcopy({**PAY.request, "orderId": order_id})}
+    event = {
+        "eventId": f"evt-{uuid.uuid4().hex}",
+        "type": "payment.requested",
+        "occurredAt": datetime.now(UTC).isoformat(),
+        "data": copy.deepcopy({**PAY.request, "orderId": order_id}),
+    }
     try:
         with running(start_worker(backend, worker_settings, metrics=metrics)):
             his.publish(event)

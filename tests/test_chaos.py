@@ -26,7 +26,11 @@ CHAOS = Path(__file__).resolve().parents[1] / "benchmarks" / "chaos.py"
 def test_the_short_chaos_run_loses_nothing_and_charges_nothing_twice(
     rabbitmq_url: str, postgres_url: str, tmp_path: Path
 ) -> None:
-    done = subprocess.run([sys.executable, str(CHAOS), "--short", "--logs", str(tmp_path)],
-                          capture_output=True, text=True, timeout=360)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, str(CHAOS), "--short", "--logs", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=360,
+    )
     assert done.returncode == 0, f"{done.stdout}\n{done.stderr}\n(logs: {tmp_path})"
     assert "PASS: nothing lost, nothing charged twice" in done.stdout

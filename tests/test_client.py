@@ -7,17 +7,20 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import httpx
 import pytest
 
 from tests.platform_fakes import CREDS, FakePlatform, settings, signed
-from worker import envelope
-from worker.client import Attempt, PlatformClient, PlatformConfigError
 from worker.clock import FixedClock
 from worker.errors import OutcomeUnknown, PlatformRejected, PlatformUnavailable, ValidationFailed
-from worker.models.examples import EXAMPLES
+from worker.platform.attempts import Attempt, PlatformConfigError
+from worker.platform.client import PlatformClient
+from worker.protocol import envelope
+from worker.protocol.models.examples import EXAMPLES
+from worker.retry import RetryPolicy
 
 PAY = EXAMPLES["HOS00003"]
 QUERY = EXAMPLES["HOS00001"]
@@ -40,9 +43,11 @@ class Log:
 
 def client_for(platform: FakePlatform, clock: FixedClock | None = None) -> PlatformClient:
     return PlatformClient(
-        settings(), transport=platform.transport(),
-        clock=clock or FixedClock(datetime(2026, 11, 25, 1, 0, tzinfo=UTC)), sleep=lambda _: None,
-    )  # fmt: skip
+        settings(),
+        transport=platform.transport(),
+        clock=clock or FixedClock(datetime(2026, 11, 25, 1, 0, tzinfo=UTC)),
+        sleep=lambda _: None,
+    )
 
 
 # --- success ------------------------------------------------------------------------------
@@ -147,8 +152,13 @@ def test_9999_on_a_query_is_retry_later() -> None:
 
 
 def test_timeout_before_sending_is_resent_then_retry_later() -> None:
-    platform = FakePlatform([httpx.ConnectTimeout("connect"), httpx.ConnectError("refused"),
-                             httpx.ConnectError("refused")])  # fmt: skip
+    platform = FakePlatform(
+        [
+            httpx.ConnectTimeout("connect"),
+            httpx.ConnectError("refused"),
+            httpx.ConnectError("refused"),
+        ]
+    )
     with pytest.raises(PlatformUnavailable):
         client_for(platform).call("HOS00003", PAY.request)
     assert len(platform.received) == 3
@@ -159,8 +169,15 @@ def test_timeout_before_sending_then_success() -> None:
     assert client_for(platform).call("HOS00003", PAY.request).rt_code == "0000"
 
 
-@pytest.mark.parametrize("error", [httpx.ReadTimeout("read"), httpx.RemoteProtocolError("eof"),
-                                   httpx.ReadError("reset"), httpx.WriteTimeout("write")])
+@pytest.mark.parametrize(
+    "error",
+    [
+        httpx.ReadTimeout("read"),
+        httpx.RemoteProtocolError("eof"),
+        httpx.ReadError("reset"),
+        httpx.WriteTimeout("write"),
+    ],
+)
 def test_failure_after_sending_is_unknown_for_money_and_never_resent(error: Exception) -> None:
     platform = FakePlatform([error])
     with pytest.raises(OutcomeUnknown):
@@ -220,13 +237,24 @@ def _unsigned() -> httpx.Response:
     return httpx.Response(200, json=answer)
 
 
-@pytest.mark.parametrize("answer", [_forged(), _unsigned(), httpx.Response(200, text="<html>"),
-                                    httpx.Response(200, json={"rtCode": "0000"})],
-                         ids=["forged", "unsigned", "garbage", "missing-fields"])
+@pytest.mark.parametrize(
+    "answer",
+    [
+        _forged(),
+        _unsigned(),
+        httpx.Response(200, text="<html>"),
+        httpx.Response(200, json={"rtCode": "0000"}),
+    ],
+    ids=["forged", "unsigned", "garbage", "missing-fields"],
+)
 def test_an_unverifiable_answer_is_unknown_for_money_and_counted(answer: httpx.Response) -> None:
     observer = Observer()
-    client = PlatformClient(settings(), transport=FakePlatform([copy.copy(answer)]).transport(),
-                            observer=observer, sleep=lambda _: None)  # fmt: skip
+    client = PlatformClient(
+        settings(),
+        transport=FakePlatform([copy.copy(answer)]).transport(),
+        observer=observer,
+        sleep=lambda _: None,
+    )
     with pytest.raises(OutcomeUnknown):
         client.call("HOS00003", PAY.request)
     assert observer.failures and observer.failures[0][0] == "response"
@@ -240,8 +268,9 @@ def test_an_off_spec_success_answer_is_unknown_for_money() -> None:
 
 
 def test_every_attempt_has_a_fresh_unique_seq_id_of_10_to_40_alphanumerics() -> None:
-    platform = FakePlatform([signed("4008", "dup"), signed("4008", "dup"),
-                             signed("0000", "ok", PAY.response)])  # fmt: skip
+    platform = FakePlatform(
+        [signed("4008", "dup"), signed("4008", "dup"), signed("0000", "ok", PAY.response)]
+    )
     client_for(platform).call("HOS00003", PAY.request)
     seq_ids = [r.platform_seq_id for r in platform.received]
     assert len(set(seq_ids)) == 3
@@ -269,7 +298,7 @@ def test_the_reply_lists_every_attempt_including_the_successful_one() -> None:
     assert [a.outcome for a in reply.attempts] == ["retry_safe", "succeeded"]
 
 
-# --- one overall deadline per call (deadlines.py) -------------------------------------------------
+# --- one overall deadline per call (retry.py) ----------------------------------------------------
 
 
 def _trickling_platform() -> Iterator[str]:
@@ -302,8 +331,9 @@ def _trickle(conn: socket.socket) -> None:
             pass
 
 
-@pytest.mark.parametrize(("code", "raised"), [("HOS00003", OutcomeUnknown),
-                                              ("HOS00001", PlatformUnavailable)])
+@pytest.mark.parametrize(
+    ("code", "raised"), [("HOS00003", OutcomeUnknown), ("HOS00001", PlatformUnavailable)]
+)
 def test_a_trickled_answer_ends_at_the_calls_deadline(code: str, raised: type) -> None:
     for url in _trickling_platform():
         client = PlatformClient(settings(platform_url=url, call_deadline_s=0.5, read_timeout_s=5))
@@ -319,7 +349,9 @@ def test_retry_safe_resends_and_their_waits_all_fit_in_the_deadline() -> None:
         probe.bind(("127.0.0.1", 0))  # bound, never listening: every connect is refused
         url = f"http://127.0.0.1:{probe.getsockname()[1]}/api"
         log = Log()
-        client = PlatformClient(settings(platform_url=url, call_deadline_s=0.4), max_resends=100)
+        slow = settings(platform_url=url, call_deadline_s=0.4)
+        many = replace(RetryPolicy.from_settings(slow), attempts_per_call=100)
+        client = PlatformClient(slow, policy=many)
         started = time.monotonic()
         with pytest.raises(PlatformUnavailable):
             client.call("HOS00003", PAY.request, recorder=log)
@@ -334,8 +366,9 @@ def test_every_request_carries_the_deadline_and_timeouts_clamped_to_it() -> None
         seen.append(request)
         return signed("0000", "ok", PAY.response)
 
-    client = PlatformClient(settings(call_deadline_s=2.0, read_timeout_s=30),
-                            transport=httpx.MockTransport(answer))  # fmt: skip
+    client = PlatformClient(
+        settings(call_deadline_s=2.0, read_timeout_s=30), transport=httpx.MockTransport(answer)
+    )
     before = time.monotonic()
     client.call("HOS00003", PAY.request)
     extensions = seen[0].extensions

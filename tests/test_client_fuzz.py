@@ -17,16 +17,26 @@ from hypothesis import strategies as st
 
 from tests.platform_fakes import CREDS
 from tests.platform_fakes import settings as platform_settings
-from worker import envelope
-from worker.client import PlatformClient
 from worker.clock import FixedClock
 from worker.errors import HuiminError
-from worker.models.examples import EXAMPLES
+from worker.platform.client import PlatformClient
+from worker.protocol import envelope
+from worker.protocol.models.examples import EXAMPLES
 
 PAY = EXAMPLES["HOS00003"]
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-ENVELOPE_FIELDS = ["platformId", "platformSeqId", "signData", "encData", "rtCode", "rtMsg",
-                   "transDate", "transTime", "signType", "encType"]  # fmt: skip
+ENVELOPE_FIELDS = [
+    "platformId",
+    "platformSeqId",
+    "signData",
+    "encData",
+    "rtCode",
+    "rtMsg",
+    "transDate",
+    "transTime",
+    "signType",
+    "encType",
+]
 
 
 def _call(status: int, body: bytes) -> None:
@@ -34,9 +44,11 @@ def _call(status: int, body: bytes) -> None:
         return httpx.Response(status, content=body)
 
     client = PlatformClient(
-        platform_settings(), transport=httpx.MockTransport(answer),
-        clock=FixedClock(datetime(2026, 11, 25, 1, 0, tzinfo=UTC)), sleep=lambda _: None,
-    )  # fmt: skip
+        platform_settings(),
+        transport=httpx.MockTransport(answer),
+        clock=FixedClock(datetime(2026, 11, 25, 1, 0, tzinfo=UTC)),
+        sleep=lambda _: None,
+    )
     try:
         reply = client.call("HOS00003", PAY.request)
     except HuiminError as refused:
@@ -58,10 +70,13 @@ def test_random_bodies_never_escape_the_error_tree(status: int, body: bytes) -> 
 
 @FUZZ
 @given(
-    rt_code=st.sampled_from(["0000", "0001", "1000", "4000", "4008", "4104", "9999", "5501",
-                             "7777", ""]),  # fmt: skip
+    rt_code=st.sampled_from(
+        ["0000", "0001", "1000", "4000", "4008", "4104", "9999", "5501", "7777", ""]
+    ),
     field=st.sampled_from(sorted(PAY.response)),
-    value=st.none() | st.integers() | st.text(max_size=24)
+    value=st.none()
+    | st.integers()
+    | st.text(max_size=24)
     | st.sampled_from(["PAY202509010000000002", 499999, "12", "32", "01"]),
     drop=st.booleans(),
 )

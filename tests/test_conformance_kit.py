@@ -19,8 +19,13 @@ def kit(
 ) -> subprocess.CompletedProcess:
     env = {**os.environ, "HUIMIN_PLATFORM_SECRET": secret, "HUIMIN_PLATFORM_ID": "HOSP0001"}
     data = stdin.encode() if isinstance(stdin, str) else stdin
-    return subprocess.run([sys.executable, "-m", "worker.cli", "envelope", *args], input=data,
-                          capture_output=True, env=env, timeout=60)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "worker.cli", "envelope", *args],
+        input=data,
+        capture_output=True,
+        env=env,
+        timeout=60,
+    )
 
 
 # hospital->platform request, platform->hospital request, and the two kinds of answer
@@ -32,8 +37,9 @@ DIRECTIONS = [
 ]
 
 
-@pytest.mark.parametrize("seal_args", DIRECTIONS, ids=["HOS-request", "HIS-request",
-                                                       "response", "rejection"])
+@pytest.mark.parametrize(
+    "seal_args", DIRECTIONS, ids=["HOS-request", "HIS-request", "response", "rejection"]
+)
 def test_seal_then_open_round_trips(seal_args: tuple[str, ...]) -> None:
     text = json.dumps(BUSINESS, ensure_ascii=False)
     sealed = kit(*seal_args, stdin=text)

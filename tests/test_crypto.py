@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from worker import crypto
 from worker.errors import BadCiphertextLength, BadPadding, ConfigurationError
+from worker.protocol import crypto
 
 SM3_IMPLS = [crypto.sm3_hex, crypto.reference_sm3_hex]
 ENCRYPTS = [crypto.sm4_ecb_encrypt, crypto.reference_sm4_ecb_encrypt]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 
 from worker.cli import main
-from worker.demo import run_demo
+from worker.sandbox.demo import run_demo
 
 
 def test_the_demo_journey_succeeds_and_reconciles_the_lost_answer() -> None:
@@ -15,8 +15,15 @@ def test_the_demo_journey_succeeds_and_reconciles_the_lost_answer() -> None:
     assert "HOS00012" in text  # the lost payment answer was reconciled by the status query
     assert "UNEXPECTED" not in text
     assert "nothing charged twice" in text
-    for code in ("HOS00001", "HOS00003", "HOS00004", "HOS00020", "HOS00022", "HOST0014",
-                 "HOS00014"):
+    for code in (
+        "HOS00001",
+        "HOS00003",
+        "HOS00004",
+        "HOS00020",
+        "HOS00022",
+        "HOST0014",
+        "HOS00014",
+    ):
         assert code in text
 
 

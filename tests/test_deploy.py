@@ -52,13 +52,25 @@ DEFAULT_DIFFERENCES: dict[str, str] = {
 
 #: values blocks whose children are Kubernetes objects documented by their parent's comment.
 FREE_FORM_BLOCKS = {
-    "podSecurityContext", "securityContext", "resources", "livenessProbe", "readinessProbe",
-    "labels", "accessModes", "capabilities", "seccompProfile", "requests", "limits", "drop",
-    "startupProbe", "to",
+    "podSecurityContext",
+    "securityContext",
+    "resources",
+    "livenessProbe",
+    "readinessProbe",
+    "labels",
+    "accessModes",
+    "capabilities",
+    "seccompProfile",
+    "requests",
+    "limits",
+    "drop",
+    "startupProbe",
+    "to",
 }
 
 SECRET_FIELDS = {  # SecretStr, or SecretStr | None (HUIMIN_PLATFORM_SECRET_NEXT)
-    name for name, field in Settings.model_fields.items()
+    name
+    for name, field in Settings.model_fields.items()
     if SecretStr in (field.annotation, *getattr(field.annotation, "__args__", ()))
 }
 ENV_NAMES = {f"HUIMIN_{name.upper()}": name for name in Settings.model_fields}
@@ -69,8 +81,10 @@ ENV_PATTERN = re.compile(r"\bHUIMIN_[A-Z0-9_]+\b")
 
 
 def _missing(what: str) -> None:
-    message = (f"{what} is not installed in {BIN} "
-               "(pip install -e '.[test]', or bash .ci/validate-deploy.sh)")
+    message = (
+        f"{what} is not installed in {BIN} "
+        "(pip install -e '.[test]', or bash .ci/validate-deploy.sh)"
+    )
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(message + " (CI=true: the deployment checks must not be skipped)")
     pytest.skip(message)
@@ -141,9 +155,15 @@ def render_case(case: str) -> list[dict[str, Any]]:
 
 
 def one(docs: list[dict[str, Any]], kind: str, component: str | None = None) -> dict[str, Any]:
-    found = [doc for doc in docs if doc["kind"] == kind and (
-        component is None
-        or doc["metadata"]["labels"].get("app.kubernetes.io/component") == component)]
+    found = [
+        doc
+        for doc in docs
+        if doc["kind"] == kind
+        and (
+            component is None
+            or doc["metadata"]["labels"].get("app.kubernetes.io/component") == component
+        )
+    ]
     assert len(found) == 1, f"expected one {kind} ({component}), found {len(found)}"
     return found[0]
 
@@ -161,13 +181,19 @@ def worker_env(docs: list[dict[str, Any]]) -> dict[str, str]:
 
 
 def _dashboards(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [doc for doc in docs if doc["kind"] == "ConfigMap"
-            and doc["metadata"]["name"].endswith("-dashboard")]
+    return [
+        doc
+        for doc in docs
+        if doc["kind"] == "ConfigMap" and doc["metadata"]["name"].endswith("-dashboard")
+    ]
 
 
 def _config_map(docs: list[dict[str, Any]]) -> dict[str, Any]:
-    found = [doc for doc in docs if doc["kind"] == "ConfigMap"
-             and not doc["metadata"]["name"].endswith("-dashboard")]
+    found = [
+        doc
+        for doc in docs
+        if doc["kind"] == "ConfigMap" and not doc["metadata"]["name"].endswith("-dashboard")
+    ]
     assert len(found) == 1
     return found[0]
 
@@ -204,21 +230,28 @@ def chart_copy(tmp_path: Path) -> Iterator[Path]:
 
 
 def test_hadolint_passes_the_dockerfile() -> None:
-    result = subprocess.run([_tool("hadolint"), "--failure-threshold", "info", "Dockerfile"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [_tool("hadolint"), "--failure-threshold", "info", "Dockerfile"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0 and not result.stdout.strip(), result.stdout + result.stderr
 
 
 def test_dockerfile_contract() -> None:
     text = (ROOT / "Dockerfile").read_text("utf-8")
     # an exact version and its digest: a tag alone can be rebuilt under the same name
-    assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11\.\d+-slim-bookworm@sha256:[0-9a-f]{64}$",
-                     text, re.M)  # fmt: skip
+    assert re.search(
+        r"^ARG PYTHON_IMAGE=python:3\.11\.\d+-slim-bookworm@sha256:[0-9a-f]{64}$", text, re.M
+    )
     assert text.count("\nFROM ") + text.startswith("FROM ") >= 2, "multi-stage"
     builder, final = text.rsplit("\nFROM ", 1)
     assert "COPY requirements.lock" in builder
-    assert re.search(r"pip install --no-cache-dir --require-hashes --no-deps -r requirements.lock",
-                     builder), "every distribution from the lock, hashes checked"  # fmt: skip
+    assert re.search(
+        r"pip install --no-cache-dir --require-hashes --no-deps -r requirements.lock", builder
+    ), "every distribution from the lock, hashes checked"
     assert re.search(r"pip install .*--no-deps --no-build-isolation /src", builder)
     assert "COPY --from=builder /opt/huimin /opt/huimin" in final
     assert "pip install" not in final, "nothing resolved or fetched in the runtime stage"
@@ -256,8 +289,9 @@ CRD_GROUPS = {"monitoring.coreos.com", "keda.sh"}
 
 @pytest.mark.parametrize("kube", KUBE_VERSIONS)
 @pytest.mark.parametrize("case", CASES)
-def test_rendered_manifests_pass_kubernetes_validate_strict(case: str, kube: str,
-                                                             tmp_path: Path) -> None:
+def test_rendered_manifests_pass_kubernetes_validate_strict(
+    case: str, kube: str, tmp_path: Path
+) -> None:
     yaml = _yaml()
     tool = _tool("kubernetes-validate")
     files = []
@@ -269,8 +303,9 @@ def test_rendered_manifests_pass_kubernetes_validate_strict(case: str, kube: str
         files.append(str(path))
     assert files
     version = [] if kube == "latest" else ["--kubernetes-version", kube]
-    result = subprocess.run([tool, "--strict", *version, *files], capture_output=True,
-                            text=True, timeout=300)
+    result = subprocess.run(
+        [tool, "--strict", *version, *files], capture_output=True, text=True, timeout=300
+    )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert "WARN" not in output and "ERROR" not in output, output
@@ -288,7 +323,11 @@ def test_every_rendered_object_is_labelled_and_namespaced(case: str) -> None:
 
 def test_default_render_has_the_core_resources_only() -> None:
     assert kinds(render_case("default")) == [
-        "ConfigMap", "Deployment", "PersistentVolumeClaim", "Secret", "Service",
+        "ConfigMap",
+        "Deployment",
+        "PersistentVolumeClaim",
+        "Secret",
+        "Service",
         "ServiceAccount",
     ]
 
@@ -313,14 +352,21 @@ def test_every_setting_is_in_the_chart() -> None:
 
 
 def test_the_chart_names_no_unknown_huimin_variable() -> None:
-    texts = {str(p.relative_to(ROOT)): p.read_text("utf-8")
-             for p in sorted(CHART.rglob("*")) if p.is_file() and p.suffix != ".tgz"}
+    texts = {
+        str(p.relative_to(ROOT)): p.read_text("utf-8")
+        for p in sorted(CHART.rglob("*"))
+        if p.is_file() and p.suffix != ".tgz"
+    }
     for name in ("docs/deployment.md", "Dockerfile"):
         texts[name] = (ROOT / name).read_text("utf-8")
     for case in CASES:
         texts.update({f"{case}:{k}": v for k, v in render(_case_values(case)).items()})
-    unknown = {(where, name) for where, text in texts.items()
-               for name in ENV_PATTERN.findall(text) if name not in ENV_NAMES}
+    unknown = {
+        (where, name)
+        for where, text in texts.items()
+        for name in ENV_PATTERN.findall(text)
+        if name not in ENV_NAMES
+    }
     assert not unknown, f"HUIMIN_* names unknown to worker.settings.Settings: {unknown}"
 
 
@@ -343,23 +389,29 @@ def test_values_and_schema_mirror_settings() -> None:
 def test_chart_defaults_are_the_settings_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = load_settings(worker_env(render_case("default")), monkeypatch)
     defaults = Settings.model_construct()
-    differ = {name for name in Settings.model_fields
-              if getattr(settings, name) != getattr(defaults, name)}
+    differ = {
+        name for name in Settings.model_fields if getattr(settings, name) != getattr(defaults, name)
+    }
     assert differ == set(DEFAULT_DIFFERENCES), "document a deliberate difference"
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_rendered_configuration_loads_into_settings(case: str,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_rendered_configuration_loads_into_settings(
+    case: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     docs = render_case(case)
     env = worker_env(docs)
     deployment = one(docs, "Deployment", "worker")
     refs = container(docs)["envFrom"]
     assert [ref.get("configMapRef", ref.get("secretRef"))["name"] for ref in refs] == [
-        _config_map(docs)["metadata"]["name"], deployment_secret_name(docs)]
+        _config_map(docs)["metadata"]["name"],
+        deployment_secret_name(docs),
+    ]
     if not any(doc["kind"] == "Secret" for doc in docs):  # existingSecret: stand one in
-        env.update(HUIMIN_PLATFORM_SECRET="0123456789abcdef-existing",
-                   HUIMIN_LEDGER_URL="postgresql://huimin@postgres/huimin")
+        env.update(
+            HUIMIN_PLATFORM_SECRET="0123456789abcdef-existing",
+            HUIMIN_LEDGER_URL="postgresql://huimin@postgres/huimin",
+        )
     settings = load_settings(env, monkeypatch)
     assert settings.metrics_port == container(docs)["ports"][0]["containerPort"]
     autoscaled = {"ScaledObject", "HorizontalPodAutoscaler"} & set(kinds(docs))
@@ -372,7 +424,8 @@ def deployment_secret_name(docs: list[dict[str, Any]]) -> str:
     if secrets:
         return secrets[0]["metadata"]["name"]
     return _yaml().safe_load((CHART / "ci" / "existing-secret-values.yaml").read_text())[
-        "existingSecret"]
+        "existingSecret"
+    ]
 
 
 def test_metrics_port_is_the_settings_default() -> None:
@@ -411,8 +464,7 @@ def test_probes_security_and_grace_period(case: str) -> None:
     assert mounts["/var/lib/huimin"] == "data"
     assert worker["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
     assert pod["terminationGracePeriodSeconds"] >= minimum_grace(docs)
-    annotations = one(docs, "Deployment", "worker")["spec"]["template"]["metadata"][
-        "annotations"]
+    annotations = one(docs, "Deployment", "worker")["spec"]["template"]["metadata"]["annotations"]
     assert re.fullmatch(r"[0-9a-f]{64}", annotations["checksum/config"])
 
 
@@ -421,8 +473,10 @@ def minimum_grace(docs: list[dict[str, Any]]) -> float:
     timeout), and 5 s to close: what SIGKILL must not cut."""
     env = _config_map(docs)["data"]
     settings = Settings.model_construct()
-    seconds = [float(env.get(f"HUIMIN_{name.upper()}", getattr(settings, name)))
-               for name in ("shutdown_deadline_s", "call_deadline_s", "connect_timeout_s")]
+    seconds = [
+        float(env.get(f"HUIMIN_{name.upper()}", getattr(settings, name)))
+        for name in ("shutdown_deadline_s", "call_deadline_s", "connect_timeout_s")
+    ]
     return sum(seconds) + 5
 
 
@@ -437,16 +491,22 @@ def test_grace_period_shorter_than_drain_plus_call_is_refused(grace: int) -> Non
     helm = _helm()
     with pytest.raises(helm.HelmRenderError, match="must be at least 85"):
         render({"terminationGracePeriodSeconds": grace})
-    assert one(manifests(render({"terminationGracePeriodSeconds": 85})), "Deployment",
-               "worker")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 85
+    assert (
+        one(manifests(render({"terminationGracePeriodSeconds": 85})), "Deployment", "worker")[
+            "spec"
+        ]["template"]["spec"]["terminationGracePeriodSeconds"]
+        == 85
+    )
 
 
 def test_config_change_rolls_the_pods() -> None:
     before = one(render_case("default"), "Deployment", "worker")
     after = one(manifests(render({"config": {"concurrency": 9}})), "Deployment", "worker")
     key = "checksum/config"
-    assert (before["spec"]["template"]["metadata"]["annotations"][key]
-            != after["spec"]["template"]["metadata"]["annotations"][key])
+    assert (
+        before["spec"]["template"]["metadata"]["annotations"][key]
+        != after["spec"]["template"]["metadata"]["annotations"][key]
+    )
 
 
 def test_strategy_follows_persistence() -> None:
@@ -459,19 +519,30 @@ def test_strategy_follows_persistence() -> None:
 # --- replicas and the ledger -------------------------------------------------------------
 
 
-@pytest.mark.parametrize("ledger", ["", "sqlite:////var/lib/huimin/ledger.db",
-                                    "sqlite:///relative.db"])
+@pytest.mark.parametrize(
+    "ledger", ["", "sqlite:////var/lib/huimin/ledger.db", "sqlite:///relative.db"]
+)
 def test_several_replicas_on_sqlite_are_refused(ledger: str) -> None:
     helm = _helm()
-    values = {"replicaCount": 2, "persistence": {"enabled": False},
-              "secrets": {"ledgerUrl": ledger}}
+    values = {
+        "replicaCount": 2,
+        "persistence": {"enabled": False},
+        "secrets": {"ledgerUrl": ledger},
+    }
     with pytest.raises(helm.HelmRenderError, match="needs a shared PostgreSQL ledger"):
         render(values)
 
 
 def test_several_replicas_on_postgres_render() -> None:
-    docs = manifests(render({"replicaCount": 2, "persistence": {"enabled": False},
-                             "secrets": {"ledgerUrl": "postgres://u:p@db/huimin"}}))
+    docs = manifests(
+        render(
+            {
+                "replicaCount": 2,
+                "persistence": {"enabled": False},
+                "secrets": {"ledgerUrl": "postgres://u:p@db/huimin"},
+            }
+        )
+    )
     assert one(docs, "Deployment", "worker")["spec"]["replicas"] == 2
     assert "PersistentVolumeClaim" not in kinds(docs)
 
@@ -485,9 +556,14 @@ def test_several_replicas_with_the_sqlite_volume_are_refused() -> None:
 def test_several_replicas_with_one_worker_name_are_refused() -> None:
     helm = _helm()
     with pytest.raises(helm.HelmRenderError, match="workerName"):
-        render({"replicaCount": 2, "persistence": {"enabled": False},
+        render(
+            {
+                "replicaCount": 2,
+                "persistence": {"enabled": False},
                 "secrets": {"ledgerUrl": "postgresql://u@db/h"},
-                "config": {"workerName": "w"}})
+                "config": {"workerName": "w"},
+            }
+        )
 
 
 # --- secrets ---------------------------------------------------------------------------------
@@ -507,28 +583,35 @@ def test_existing_secret_replaces_the_chart_secret() -> None:
 def test_secrets_never_reach_the_config_map() -> None:
     docs = render_case("production-values.yaml")
     text = json.dumps(_config_map(docs)) + json.dumps(one(docs, "Deployment", "worker"))
-    for secret in ("0123456789ABCDEF0123456789ABCDEF", "FEDCBA9876543210FEDCBA9876543210",
-                   "s3cret"):
+    for secret in (
+        "0123456789ABCDEF0123456789ABCDEF",
+        "FEDCBA9876543210FEDCBA9876543210",
+        "s3cret",
+    ):
         assert secret not in text
     env = worker_env(docs)
     assert env["HUIMIN_LEDGER_URL"].startswith("postgresql://")
 
 
-@pytest.mark.parametrize("values", [
-    {"config": {"signScheme": "md5"}},
-    {"config": {"logFormat": "xml"}},
-    {"config": {"concurrency": 0}},
-    {"config": {"cityCode": 441800}},
-    {"config": {"platformUrl": "ftp://x"}},
-    {"config": {"retryDelaysS": "1,5,30"}},
-    {"config": {"maxAtempts": 3}},
-    {"secrets": {"platformSecret": "too-short"}},
-    {"secrets": {"ledgerUrl": "mysql://db/h"}},
-    {"replicaCount": "3"},
-    {"image": {"pullPolicy": "Sometimes"}},
-    {"extraEnv": [{"name": "HUIMIN_CONCURRENCY", "value": "4"}]},
-    {"unknownTopLevel": True},
-], ids=lambda v: json.dumps(v)[:40])
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"config": {"signScheme": "md5"}},
+        {"config": {"logFormat": "xml"}},
+        {"config": {"concurrency": 0}},
+        {"config": {"cityCode": 441800}},
+        {"config": {"platformUrl": "ftp://x"}},
+        {"config": {"retryDelaysS": "1,5,30"}},
+        {"config": {"maxAtempts": 3}},
+        {"secrets": {"platformSecret": "too-short"}},
+        {"secrets": {"ledgerUrl": "mysql://db/h"}},
+        {"replicaCount": "3"},
+        {"image": {"pullPolicy": "Sometimes"}},
+        {"extraEnv": [{"name": "HUIMIN_CONCURRENCY", "value": "4"}]},
+        {"unknownTopLevel": True},
+    ],
+    ids=lambda v: json.dumps(v)[:40],
+)
 def test_schema_rejects_bad_values(values: dict[str, Any]) -> None:
     helm = _helm()
     with helm.Chart.load(str(CHART)) as chart, pytest.raises(helm.HelmValuesError):
@@ -543,9 +626,10 @@ def test_monitoring_resources(chart_copy: Path) -> None:
     files.mkdir(exist_ok=True)
     (files / "alerts.yaml").write_text(
         "groups:\n  - name: huimin-worker\n    rules:\n      - alert: HuiminWorkerDown\n"
-        "        expr: up{job=\"huimin-worker\"} == 0\n        for: 5m\n"
+        '        expr: up{job="huimin-worker"} == 0\n        for: 5m\n'
         "        annotations:\n          summary: '{{ $labels.instance }} is down'\n",
-        "utf-8")
+        "utf-8",
+    )
     (files / "dashboard.json").write_text('{"title": "Huimin {{ worker }}", "panels": []}')
     docs = manifests(render(_case_values("production-values.yaml"), chart_dir=chart_copy))
     monitor = one(docs, "ServiceMonitor")
@@ -568,10 +652,12 @@ def test_a_prometheus_rule_manifest_file_is_accepted(chart_copy: Path) -> None:
     files.mkdir(exist_ok=True)
     (files / "alerts.yaml").write_text(
         "apiVersion: monitoring.coreos.com/v1\nkind: PrometheusRule\nmetadata: {name: x}\n"
-        "spec:\n  groups:\n    - name: g\n      rules:\n        - record: r\n          expr: up\n")
+        "spec:\n  groups:\n    - name: g\n      rules:\n        - record: r\n          expr: up\n"
+    )
     docs = manifests(render({"prometheusRule": {"enabled": True}}, chart_dir=chart_copy))
     assert one(docs, "PrometheusRule")["spec"]["groups"][0]["rules"] == [
-        {"record": "r", "expr": "up"}]
+        {"record": "r", "expr": "up"}
+    ]
 
 
 def test_absent_alert_and_dashboard_files_render_nothing(chart_copy: Path) -> None:
@@ -601,8 +687,15 @@ def test_the_chart_s_own_alert_and_dashboard_files_render_when_present() -> None
 
 def test_monitoring_is_off_by_default() -> None:
     values = _yaml().safe_load((CHART / "values.yaml").read_text("utf-8"))
-    for block in ("serviceMonitor", "prometheusRule", "grafanaDashboard",
-                  "podDisruptionBudget", "simulator", "gateway", "networkPolicy"):
+    for block in (
+        "serviceMonitor",
+        "prometheusRule",
+        "grafanaDashboard",
+        "podDisruptionBudget",
+        "simulator",
+        "gateway",
+        "networkPolicy",
+    ):
         assert values[block]["enabled"] is False, block
     assert not values["autoscaling"]["keda"]["enabled"]
     assert not values["autoscaling"]["hpa"]["enabled"]
@@ -631,8 +724,12 @@ def test_the_simulator_needs_a_non_sandbox_secret() -> None:
 
 # --- the inbound gateway ---------------------------------------------------------------------
 
-POSTGRES_LEDGER = {"secrets": {"platformSecret": "0123456789abcdef-test",
-                               "ledgerUrl": "postgresql://huimin@postgres/huimin"}}
+POSTGRES_LEDGER = {
+    "secrets": {
+        "platformSecret": "0123456789abcdef-test",
+        "ledgerUrl": "postgresql://huimin@postgres/huimin",
+    }
+}
 
 
 def test_the_gateway_serves_the_platform_behind_an_ingress_with_tls() -> None:
@@ -643,26 +740,39 @@ def test_the_gateway_serves_the_platform_behind_an_ingress_with_tls() -> None:
     assert gateway["ports"] == [{"name": "gateway", "containerPort": 8701, "protocol": "TCP"}]
     assert _config_map(docs)["data"]["HUIMIN_GATEWAY_PORT"] == "8701"
     probes = (gateway["livenessProbe"]["httpGet"], gateway["readinessProbe"]["httpGet"])
-    assert probes == ({"path": "/healthz", "port": "gateway"},
-                      {"path": "/readyz", "port": "gateway"})  # fmt: skip
+    assert probes == (
+        {"path": "/healthz", "port": "gateway"},
+        {"path": "/readyz", "port": "gateway"},
+    )
     service = one(docs, "Service", "gateway")
     assert service["spec"]["selector"]["app.kubernetes.io/component"] == "gateway"
-    assert one(docs, "Service", "worker")["spec"]["selector"][
-        "app.kubernetes.io/component"] == "worker", "the worker Service never selects gateways"
+    assert (
+        one(docs, "Service", "worker")["spec"]["selector"]["app.kubernetes.io/component"]
+        == "worker"
+    ), "the worker Service never selects gateways"
     ingress = one(docs, "Ingress", "gateway")
-    assert ingress["spec"]["tls"] == [{"hosts": ["huimin.hospital.example"],
-                                       "secretName": "huimin-gateway-tls"}]  # fmt: skip
+    assert ingress["spec"]["tls"] == [
+        {"hosts": ["huimin.hospital.example"], "secretName": "huimin-gateway-tls"}
+    ]
     (rule,) = ingress["spec"]["rules"]
     backend = rule["http"]["paths"][0]["backend"]["service"]
     assert backend == {"name": service["metadata"]["name"], "port": {"name": "gateway"}}
 
 
 def test_the_gateway_is_off_by_default_and_has_no_ingress_unless_asked() -> None:
-    assert not [doc for doc in render_case("default")
-                if doc["metadata"]["labels"].get("app.kubernetes.io/component") == "gateway"]
+    assert not [
+        doc
+        for doc in render_case("default")
+        if doc["metadata"]["labels"].get("app.kubernetes.io/component") == "gateway"
+    ]
     docs = manifests(render({**POSTGRES_LEDGER, "gateway": {"enabled": True}}))
-    assert kinds([doc for doc in docs if doc["metadata"]["labels"].get(
-        "app.kubernetes.io/component") == "gateway"]) == ["Deployment", "Service"]
+    assert kinds(
+        [
+            doc
+            for doc in docs
+            if doc["metadata"]["labels"].get("app.kubernetes.io/component") == "gateway"
+        ]
+    ) == ["Deployment", "Service"]
 
 
 def test_the_gateway_needs_a_postgres_ledger() -> None:
@@ -683,8 +793,11 @@ def test_the_gateway_ingress_needs_a_host() -> None:
 def test_the_deployment_guide_lists_every_setting() -> None:
     text = (ROOT / "docs" / "deployment.md").read_text("utf-8")
     rows = dict(re.findall(r"^\| `(HUIMIN_[A-Z0-9_]+)` \| `([\w.]+)` \|", text, re.M))
-    expected = {env: ("secrets." if name in SECRET_FIELDS else "config.") + camel(name)
-                for env, name in ENV_NAMES.items() if name not in EXCLUDED}
+    expected = {
+        env: ("secrets." if name in SECRET_FIELDS else "config.") + camel(name)
+        for env, name in ENV_NAMES.items()
+        if name not in EXCLUDED
+    }
     assert rows == expected
 
 
@@ -742,8 +855,7 @@ def test_the_startup_probe_outlasts_a_slow_migration() -> None:
 def test_the_ledger_claim_is_kept_on_uninstall_by_default() -> None:
     pvc = one(render_case("default"), "PersistentVolumeClaim")
     assert pvc["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
-    pvc = one(manifests(render({"persistence": {"resourcePolicy": ""}})),
-              "PersistentVolumeClaim")  # fmt: skip
+    pvc = one(manifests(render({"persistence": {"resourcePolicy": ""}})), "PersistentVolumeClaim")
     assert "annotations" not in pvc["metadata"]
 
 
@@ -761,8 +873,10 @@ def test_default_scheduling_spreads_over_nodes_and_zones() -> None:
     anti = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
     assert anti[0]["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
     custom = one(render_case("production-values.yaml"), "Deployment", "worker")
-    assert custom["spec"]["template"]["spec"]["topologySpreadConstraints"][0][
-        "topologyKey"] == "kubernetes.io/hostname", "explicit constraints replace the default"
+    assert (
+        custom["spec"]["template"]["spec"]["topologySpreadConstraints"][0]["topologyKey"]
+        == "kubernetes.io/hostname"
+    ), "explicit constraints replace the default"
     off = one(manifests(render({"defaultScheduling": False})), "Deployment", "worker")
     assert not {"affinity", "topologySpreadConstraints"} & set(off["spec"]["template"]["spec"])
 
@@ -775,18 +889,32 @@ def test_keda_scales_on_the_work_queue_depth() -> None:
     assert spec["scaleTargetRef"] == {"name": one(docs, "Deployment", "worker")["metadata"]["name"]}
     assert (spec["minReplicaCount"], spec["maxReplicaCount"]) == (2, 8)
     assert [t["metadata"]["queueName"] for t in spec["triggers"]] == [
-        "huimin.work.money", "huimin.work.claims", "huimin.work.queries"]
+        "huimin.work.money",
+        "huimin.work.claims",
+        "huimin.work.queries",
+    ]
     for trigger in spec["triggers"]:
         assert trigger["type"] == "rabbitmq"
-        assert trigger["metadata"] == {**trigger["metadata"], "mode": "QueueLength",
-                                       "value": "40", "hostFromEnv": "HUIMIN_BROKER_URL"}
+        assert trigger["metadata"] == {
+            **trigger["metadata"],
+            "mode": "QueueLength",
+            "value": "40",
+            "hostFromEnv": "HUIMIN_BROKER_URL",
+        }
     assert "replicas" not in one(docs, "Deployment", "worker")["spec"]
     assert "HorizontalPodAutoscaler" not in kinds(docs)
 
 
 def test_an_hpa_on_cpu_is_optional() -> None:
-    docs = manifests(render({**POSTGRES_LEDGER, "persistence": {"enabled": False},
-                             "autoscaling": {"hpa": {"enabled": True, "maxReplicas": 5}}}))
+    docs = manifests(
+        render(
+            {
+                **POSTGRES_LEDGER,
+                "persistence": {"enabled": False},
+                "autoscaling": {"hpa": {"enabled": True, "maxReplicas": 5}},
+            }
+        )
+    )
     hpa = one(docs, "HorizontalPodAutoscaler")
     assert hpa["spec"]["maxReplicas"] == 5
     assert hpa["spec"]["metrics"][0]["resource"]["name"] == "cpu"
@@ -795,14 +923,23 @@ def test_an_hpa_on_cpu_is_optional() -> None:
 def test_keda_and_the_hpa_together_are_refused() -> None:
     helm = _helm()
     with pytest.raises(helm.HelmRenderError, match="two autoscalers"):
-        render({**POSTGRES_LEDGER, "persistence": {"enabled": False},
-                "autoscaling": {"keda": {"enabled": True}, "hpa": {"enabled": True}}})
+        render(
+            {
+                **POSTGRES_LEDGER,
+                "persistence": {"enabled": False},
+                "autoscaling": {"keda": {"enabled": True}, "hpa": {"enabled": True}},
+            }
+        )
 
 
-@pytest.mark.parametrize("autoscaling", [{"keda": {"enabled": True, "maxReplicaCount": 3}},
-                                         {"hpa": {"enabled": True, "maxReplicas": 3}}])
-def test_an_autoscaler_above_one_replica_on_sqlite_is_refused(
-        autoscaling: dict[str, Any]) -> None:  # fmt: skip
+@pytest.mark.parametrize(
+    "autoscaling",
+    [
+        {"keda": {"enabled": True, "maxReplicaCount": 3}},
+        {"hpa": {"enabled": True, "maxReplicas": 3}},
+    ],
+)
+def test_an_autoscaler_above_one_replica_on_sqlite_is_refused(autoscaling: dict[str, Any]) -> None:
     helm = _helm()
     with pytest.raises(helm.HelmRenderError, match="needs a shared PostgreSQL ledger"):
         render({"persistence": {"enabled": False}, "autoscaling": autoscaling})
@@ -816,8 +953,11 @@ def test_keda_never_scales_to_zero() -> None:
 
 def test_network_policies_allow_only_dns_broker_ledger_and_platform() -> None:
     docs = render_case("scaling-values.yaml")
-    policies = {doc["metadata"]["labels"]["app.kubernetes.io/component"]: doc["spec"]
-                for doc in docs if doc["kind"] == "NetworkPolicy"}  # fmt: skip
+    policies = {
+        doc["metadata"]["labels"]["app.kubernetes.io/component"]: doc["spec"]
+        for doc in docs
+        if doc["kind"] == "NetworkPolicy"
+    }
     assert set(policies) == {"worker", "gateway"}
     worker, gateway = policies["worker"], policies["gateway"]
     assert worker["policyTypes"] == ["Ingress", "Egress"]
@@ -841,8 +981,12 @@ def test_a_network_policy_without_broker_peers_is_refused() -> None:
 def test_runbook_urls_follow_the_configured_base() -> None:
     base = "https://git.example.internal/huimin/-/blob/main/docs/operations.md"
     values = {"prometheusRule": {"enabled": True, "runbookBaseUrl": base}}
-    rules = [rule for group in one(manifests(render(values)), "PrometheusRule")["spec"]["groups"]
-             for rule in group["rules"] if "alert" in rule]  # fmt: skip
+    rules = [
+        rule
+        for group in one(manifests(render(values)), "PrometheusRule")["spec"]["groups"]
+        for rule in group["rules"]
+        if "alert" in rule
+    ]
     assert rules
     for rule in rules:
         assert rule["annotations"]["runbook_url"] == f"{base}#{rule['alert'].lower()}"
@@ -852,13 +996,16 @@ def test_a_key_rotation_reaches_the_secret_and_the_config_map() -> None:
     env = worker_env(render_case("production-values.yaml"))
     assert env["HUIMIN_PLATFORM_SECRET_NEXT"] == "FEDCBA9876543210FEDCBA9876543210"
     assert env["HUIMIN_PLATFORM_SECRET_SWITCH_AT"] == "2026-12-01T02:00:00+08:00"
-    assert "HUIMIN_PLATFORM_SECRET_NEXT" not in _config_map(render_case("production-values.yaml"))[
-        "data"]
+    assert (
+        "HUIMIN_PLATFORM_SECRET_NEXT"
+        not in _config_map(render_case("production-values.yaml"))["data"]
+    )
 
 
 def test_a_renewed_tls_certificate_rolls_the_pods() -> None:
     """The worker reads its TLS files at start: the pod template carries a checksum of the
     platform TLS Secret (read from the cluster at upgrade) and of platformTls.rotation."""
+
     def checksum(values: dict[str, Any]) -> str:
         template = one(manifests(render(values)), "Deployment", "worker")["spec"]["template"]
         return template["metadata"]["annotations"]["checksum/platform-tls"]
@@ -868,5 +1015,6 @@ def test_a_renewed_tls_certificate_rolls_the_pods() -> None:
     assert re.fullmatch(r"[0-9a-f]{64}", before)
     assert checksum({"platformTls": {**tls, "rotation": "2026-12"}}) != before
     annotations = one(render_case("default"), "Deployment", "worker")["spec"]["template"][
-        "metadata"]["annotations"]
+        "metadata"
+    ]["annotations"]
     assert "checksum/platform-tls" not in annotations, "no TLS Secret, no checksum"

@@ -24,14 +24,7 @@ from tests.worker_harness import (
     running,
     start_worker,
 )
-from worker.errors import BrokerUnavailable, ConfigurationError
-from worker.his import AmqpHis, ReceivedResult
-from worker.ledger.base import EventState, Ledger, NewEvent
-from worker.ops.broker import DeadLetterQueue
-from worker.ops.dlq import opened_ledger
-from worker.settings import Settings
-from worker.simulator.server import SimulatorHandle
-from worker.topology import (
+from worker.broker.topology import (
     DEAD_LETTER_QUEUE,
     H_ATTEMPTS,
     H_ERROR,
@@ -39,6 +32,13 @@ from worker.topology import (
     H_ROUTING_KEY,
     H_WORK_QUEUE,
 )
+from worker.errors import BrokerUnavailable, ConfigurationError
+from worker.ledger.base import EventState, Ledger, NewEvent
+from worker.ops.broker import DeadLetterQueue
+from worker.ops.dlq import opened_ledger
+from worker.sandbox.his import AmqpHis, ReceivedResult
+from worker.sandbox.simulator.server import SimulatorHandle
+from worker.settings import Settings
 
 Cli = Callable[..., tuple[int, str]]
 SIMULATOR_SEED = 11  # the simulator fixture (conftest.py)
@@ -54,8 +54,6 @@ def ledger(backend: Backend) -> Iterator[Ledger]:
     opened = backend.ledger()
     yield opened
     opened.close()
-
-
 
 
 # --- helpers (test_trace.py uses them too) -------------------------------------------------------
@@ -109,8 +107,9 @@ def listing(cli: Cli, settings: Settings, *filters: str) -> dict[str, Any]:
     return json.loads(out)
 
 
-def exhaust_a_payment(backend: Backend, his: AmqpHis,
-                      settings: Settings) -> tuple[dict[str, Any], str]:  # fmt: skip
+def exhaust_a_payment(
+    backend: Backend, his: AmqpHis, settings: Settings
+) -> tuple[dict[str, Any], str]:
     """A payment during a platform outage: refused connections are safe to retry, so after
     max_attempts=2 it is dead-lettered (retries_exhausted) with a failed result. (A money call
     that may have reached the platform is reconciled instead, never dead-lettered.)"""
@@ -212,9 +211,13 @@ def test_invalid_events_stay_in_the_queue_with_a_clear_message(
 
 
 def test_replaying_an_exhausted_payment_succeeds_once_and_is_traced(
-    backend: Backend, settings: Settings, simulator: SimulatorHandle, his: AmqpHis, cli: Cli,
+    backend: Backend,
+    settings: Settings,
+    simulator: SimulatorHandle,
+    his: AmqpHis,
+    cli: Cli,
     ledger: Ledger,
-) -> None:  # fmt: skip
+) -> None:
     payment, order_id = exhaust_a_payment(backend, his, settings)
     event_id = payment["eventId"]
     with running(start_worker(backend, settings)):  # the platform is back
@@ -226,19 +229,21 @@ def test_replaying_an_exhausted_payment_succeeds_once_and_is_traced(
         assert code == 0, text
         assert "replayed" in text and "huimin.work.money" in text
         result = his.next_result(20)
-    assert (result.correlation_id, result.routing_key) == (event_id,
-                                                           "payment.requested.succeeded")
+    assert (result.correlation_id, result.routing_key) == (event_id, "payment.requested.succeeded")
     outcomes = [a.outcome for a in ledger.attempts(event_id)]
     assert outcomes[-1] == "succeeded" and set(outcomes[:-1]) == {"retry_safe"}
     assert result.body["attempts"] == len(outcomes)  # the refused ones before, one now
     assert simulator.receipts(order_id) == 1
     assert dead_letters_settle_at(settings, 0)
     record = ledger.get_event(event_id)
-    assert record is not None and (record.state, record.outcome) == (EventState.COMPLETED,
-                                                                     "succeeded")
+    assert record is not None and (record.state, record.outcome) == (
+        EventState.COMPLETED,
+        "succeeded",
+    )
     replayed = [e for e in ledger.journal(event_id) if e.kind == "replayed"]
     assert [(e.detail["operator"], e.detail["reason"]) for e in replayed] == [
-        ("alice", "retries_exhausted")]
+        ("alice", "retries_exhausted")
+    ]
     _, trace_text = cli(settings, "trace", order_id)
     _, trace_json = cli(settings, "trace", order_id, "--json")
     kinds = [item["kind"] for item in json.loads(trace_json)["timeline"]]
@@ -255,8 +260,9 @@ def test_replaying_a_payment_that_did_charge_reconciles_and_never_charges_again(
 ) -> None:
     # the answer to the payment is lost (the platform charged it); the worker's read timeout
     # is short, and the retry that would reconcile waits 60 s: long enough to take it away
-    settings = backend.settings(simulator.base_url + "/api", read_timeout_s=0.5,
-                                retry_delays_s=[60])  # fmt: skip
+    settings = backend.settings(
+        simulator.base_url + "/api", read_timeout_s=0.5, retry_delays_s=[60]
+    )
     his = backend.his(settings)
     assert isinstance(his, AmqpHis)
     simulator.add_fault("lose_response", "HOS00003", times=1, seconds=2)
@@ -283,15 +289,18 @@ def test_replaying_a_payment_that_did_charge_reconciles_and_never_charges_again(
     assert result.body["orderStatus"] == "02"
     assert simulator.receipts(order_id) == 1  # never charged twice
     assert simulator.stats()["HOS00012"]["0000"] >= 1  # settled by the status query
-    assert [a.purpose for a in ledger.attempts(payment["eventId"])][:2] == ["call",
-                                                                            "status_query"]
+    assert [a.purpose for a in ledger.attempts(payment["eventId"])][:2] == ["call", "status_query"]
 
 
 def _reconciling(ledger: Ledger, event_id: str) -> bool:
     record = ledger.get_event(event_id)
     attempts = ledger.attempts(event_id)
-    return (record is not None and record.state is EventState.RECONCILING
-            and len(attempts) == 1 and attempts[0].outcome == "unknown")  # fmt: skip
+    return (
+        record is not None
+        and record.state is EventState.RECONCILING
+        and len(attempts) == 1
+        and attempts[0].outcome == "unknown"
+    )
 
 
 def _move_to_dead_letter_queue(his: AmqpHis, from_queue: str, work_queue: str) -> None:
@@ -303,17 +312,32 @@ def _move_to_dead_letter_queue(his: AmqpHis, from_queue: str, work_queue: str) -
     props = message.properties
     headers = dict(props.get("application_headers") or {})
     headers |= {
-        "x-first-death-reason": "delivery_limit", "x-first-death-queue": work_queue,
+        "x-first-death-reason": "delivery_limit",
+        "x-first-death-queue": work_queue,
         "x-first-death-exchange": "his.events",
-        "x-death": [{"count": 1, "reason": "delivery_limit", "queue": work_queue,
-                     "time": datetime.now(UTC).replace(microsecond=0), "exchange": "his.events",
-                     "routing-keys": [headers.get(H_ROUTING_KEY, "payment.requested")]}],
-    }  # fmt: skip
+        "x-death": [
+            {
+                "count": 1,
+                "reason": "delivery_limit",
+                "queue": work_queue,
+                "time": datetime.now(UTC).replace(microsecond=0),
+                "exchange": "his.events",
+                "routing-keys": [headers.get(H_ROUTING_KEY, "payment.requested")],
+            }
+        ],
+    }
     body = message.body if isinstance(message.body, bytes) else message.body.encode()
-    his.channel.basic_publish(amqp.Message(body, application_headers=headers, delivery_mode=2,
-                                           content_type="application/json",
-                                           message_id=props.get("message_id")),
-                              exchange="", routing_key=DEAD_LETTER_QUEUE)  # fmt: skip
+    his.channel.basic_publish(
+        amqp.Message(
+            body,
+            application_headers=headers,
+            delivery_mode=2,
+            content_type="application/json",
+            message_id=props.get("message_id"),
+        ),
+        exchange="",
+        routing_key=DEAD_LETTER_QUEUE,
+    )
     his.channel.basic_ack(message.delivery_tag)
 
 
@@ -323,13 +347,23 @@ def _move_to_dead_letter_queue(his: AmqpHis, from_queue: str, work_queue: str) -
 def _plant_dead_letter(his: AmqpHis, order_id: str) -> dict[str, Any]:
     """A valid payment dead-lettered by some worker; the ledger has never seen it."""
     payment = event("payment.requested", example("HOS00003", orderId=order_id))
-    headers = {H_REASON: "retries_exhausted", H_ERROR: "platform unavailable: HTTP 503",
-               H_ATTEMPTS: 2, H_ROUTING_KEY: "payment.requested",
-               H_WORK_QUEUE: "huimin.work.money"}  # fmt: skip
+    headers = {
+        H_REASON: "retries_exhausted",
+        H_ERROR: "platform unavailable: HTTP 503",
+        H_ATTEMPTS: 2,
+        H_ROUTING_KEY: "payment.requested",
+        H_WORK_QUEUE: "huimin.work.money",
+    }
     his.channel.basic_publish(
-        amqp.Message(json.dumps(payment).encode(), application_headers=headers, delivery_mode=2,
-                     message_id=payment["eventId"]),
-        exchange="", routing_key=DEAD_LETTER_QUEUE)  # fmt: skip
+        amqp.Message(
+            json.dumps(payment).encode(),
+            application_headers=headers,
+            delivery_mode=2,
+            message_id=payment["eventId"],
+        ),
+        exchange="",
+        routing_key=DEAD_LETTER_QUEUE,
+    )
     return payment
 
 
@@ -397,9 +431,18 @@ def test_an_event_the_ledger_holds_otherwise_is_refused_and_stays(
     recorded_invalid = _plant_dead_letter(his, new_order_id())
     other_payload = _plant_dead_letter(his, new_order_id())
     for sent, payload_hash in ((recorded_invalid, "invalid"), (other_payload, "0" * 64)):
-        ledger.begin_event(NewEvent(sent["eventId"], "payment.requested", "HOS00003",
-                                    {"raw": "..."}, payload_hash, None, {},
-                                    datetime.now(UTC)))  # fmt: skip
+        ledger.begin_event(
+            NewEvent(
+                sent["eventId"],
+                "payment.requested",
+                "HOS00003",
+                {"raw": "..."},
+                payload_hash,
+                None,
+                {},
+                datetime.now(UTC),
+            )
+        )
     code, text = cli(settings, "dlq", "replay")
     assert code == 1 and [ln.split()[0] for ln in text.splitlines()[:2]] == ["refused"] * 2, text
     assert "recorded this eventId as invalid" in text and "with a different payload" in text
@@ -411,9 +454,13 @@ def test_an_event_the_ledger_holds_otherwise_is_refused_and_stays(
 
 
 def test_purge_needs_a_filter_and_yes_and_records_what_it_removed(
-    backend: Backend, settings: Settings, simulator: SimulatorHandle, his: AmqpHis, cli: Cli,
+    backend: Backend,
+    settings: Settings,
+    simulator: SimulatorHandle,
+    his: AmqpHis,
+    cli: Cli,
     ledger: Ledger,
-) -> None:  # fmt: skip
+) -> None:
     bad = event("payment.requested", example("HOS00003", amt="100"))
     exhaust_a_payment(backend, his, settings)
     with running(start_worker(backend, settings)):
@@ -424,14 +471,16 @@ def test_purge_needs_a_filter_and_yes_and_records_what_it_removed(
     code, preview = cli(settings, "dlq", "purge", "--reason", "invalid_event")
     assert code == 2 and f"would purge {bad['eventId']}" in preview
     assert dead_letters_settle_at(settings, 2)
-    code, text = cli(settings, "dlq", "purge", "--reason", "invalid_event", "--yes",
-                     "--operator", "bob")  # fmt: skip
+    code, text = cli(
+        settings, "dlq", "purge", "--reason", "invalid_event", "--yes", "--operator", "bob"
+    )
     assert code == 0 and f"purged {bad['eventId']}" in text and "removed by bob" in text
     assert dead_letters_settle_at(settings, 1)
     (entry,) = [e for e in ledger.journal(bad["eventId"]) if e.kind == "purged"]
     assert (entry.detail["operator"], entry.detail["reason"]) == ("bob", "invalid_event")
     assert listing(cli, settings)["groups"] == [
-        {"type": "payment.requested", "reason": "retries_exhausted", "count": 1}]
+        {"type": "payment.requested", "reason": "retries_exhausted", "count": 1}
+    ]
     _, history = cli(settings, "dlq", "history")
     assert "purged" in history and "bob" in history
 
@@ -452,13 +501,13 @@ def test_list_json_shows_each_message_key_and_purging_an_unreadable_letter_is_jo
     (message,) = listing(cli, settings)["messages"]
     assert message["eventId"] is None
     assert message["key"] == message["fingerprint"][:12]  # the handle --id takes, not "***"
-    code, text = cli(settings, "dlq", "purge", "--id", message["key"], "--yes",
-                     "--operator", "carol")  # fmt: skip
+    code, text = cli(
+        settings, "dlq", "purge", "--id", message["key"], "--yes", "--operator", "carol"
+    )
     assert code == 0 and f"#{message['key']}" in text and "ledger journal: purged" in text
     assert dead_letters_settle_at(settings, 0)
     (entry,) = ledger.journal_by_kind("purged")
     assert entry.event_id == f"#{message['key']}"
-    assert (entry.detail["operator"], entry.detail["message"]) == ("carol",
-                                                                   message["fingerprint"])
+    assert (entry.detail["operator"], entry.detail["message"]) == ("carol", message["fingerprint"])
     _, history = cli(settings, "dlq", "history")
     assert f"#{message['key']}" in history and "carol" in history

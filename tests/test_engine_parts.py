@@ -6,13 +6,8 @@ import random
 
 import pytest
 
-from worker.confirms import Confirms, Group
-from worker.errors import UnpublishableMessage
-from worker.events import WorkClass
-from worker.messages import Delivery, Disposition
-from worker.pause import HOLD_LIMIT, LedgerPause
-from worker.poison import handler_failed, unpublishable, work_class_of
-from worker.topology import (
+from worker.broker.messages import Delivery, Disposition
+from worker.broker.topology import (
     DEAD_LETTER_QUEUE,
     EVENTS_EXCHANGE,
     H_ERROR,
@@ -24,6 +19,11 @@ from worker.topology import (
     retry_queue_name,
     work_queue_name,
 )
+from worker.contract.events import WorkClass
+from worker.errors import UnpublishableMessage
+from worker.pipeline.confirms import Confirms, Group
+from worker.pipeline.pause import HOLD_LIMIT, LedgerPause
+from worker.pipeline.poison import handler_failed, unpublishable, work_class_of
 
 TOPOLOGY = build_topology([1, 5, 30], 0.0)
 MONEY = work_queue_name(WorkClass.MONEY)
@@ -89,16 +89,21 @@ def test_a_group_past_its_deadline_expires_failed_and_late_confirms_are_ignored(
 
 
 def _delivery(**changes: object) -> Delivery:
-    values: dict = {"body": b'{"deep": [[[[]]]]}', "routing_key": "payment.requested",
-                    "message_id": "evt-poison-0001", "queue": MONEY, "tag": 7,
-                    "exchange": EVENTS_EXCHANGE, "headers": {"x-delivery-count": 2}}  # fmt: skip
+    values: dict = {
+        "body": b'{"deep": [[[[]]]]}',
+        "routing_key": "payment.requested",
+        "message_id": "evt-poison-0001",
+        "queue": MONEY,
+        "tag": 7,
+        "exchange": EVENTS_EXCHANGE,
+        "headers": {"x-delivery-count": 2},
+    }
     values.update(changes)
     return Delivery(**values)
 
 
 def test_a_handler_error_is_retried_through_the_retry_queues_with_a_counter() -> None:
-    failure = handler_failed(_delivery(), RecursionError("too deep"), TOPOLOGY, 3,
-                             random.Random(1))  # fmt: skip
+    failure = handler_failed(_delivery(), RecursionError("too deep"), TOPOLOGY, 3, random.Random(1))
     [retry] = failure.disposition.messages
     assert failure.failures == 1 and failure.disposition.label == "retry"
     assert (retry.exchange, retry.routing_key) == ("", retry_queue_name(WorkClass.MONEY, 1))
@@ -129,8 +134,11 @@ def test_no_retry_queue_leads_back_to_the_unroutable_queue_so_it_dead_letters_at
 def test_an_unsafe_message_id_is_never_copied_onto_what_the_engine_publishes() -> None:
     delivery = _delivery(message_id="e" * 300)
     retry = handler_failed(delivery, ValueError("bug"), TOPOLOGY, 3, random.Random(1))
-    dead = unpublishable(delivery, Disposition(event_id="e" * 300, label="succeeded"),
-                         UnpublishableMessage("too long"))  # fmt: skip
+    dead = unpublishable(
+        delivery,
+        Disposition(event_id="e" * 300, label="succeeded"),
+        UnpublishableMessage("too long"),
+    )
     assert retry.disposition.messages[0].message_id is None
     assert dead.messages[0].message_id is None and dead.event_id is None
     assert dead.messages[0].headers[H_REASON] == "unpublishable"

@@ -19,14 +19,14 @@ from tests.worker_harness import (
     start_worker,
     vhost_url,
 )
+from worker.broker.amqp import AmqpTransport
+from worker.broker.memory import MemoryBroker
+from worker.broker.topology import work_queue_name
 from worker.clock import FixedClock
-from worker.events import WorkClass, parse_event, prepare
-from worker.ledger.base import EventState, NewEvent, open_ledger
-from worker.simulator.server import SimulatorHandle
-from worker.sweeper import Sweeper
-from worker.topology import work_queue_name
-from worker.transport.amqp import AmqpTransport
-from worker.transport.memory import MemoryBroker
+from worker.contract.events import WorkClass, parse_event, prepare
+from worker.ledger import EventState, NewEvent, open_ledger
+from worker.pipeline.sweeper import Sweeper
+from worker.sandbox.simulator.server import SimulatorHandle
 
 SIMULATOR_SEED = 3  # the simulator fixture (conftest.py)
 
@@ -55,12 +55,18 @@ def test_the_engine_reconnects_after_the_memory_broker_goes_down(
 
 
 def _close_connections(vhost: str) -> int:
-    listing = subprocess.run(["rabbitmqctl", "-q", "list_connections", "pid", "vhost"],
-                             capture_output=True, text=True, check=True).stdout  # fmt: skip
+    listing = subprocess.run(
+        ["rabbitmqctl", "-q", "list_connections", "pid", "vhost"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     pids = [line.split("\t")[0] for line in listing.splitlines() if line.endswith("\t" + vhost)]
     for pid in pids:
-        subprocess.run(["rabbitmqctl", "-q", "close_connection", pid, "test: connection lost"],
-                       capture_output=True)  # fmt: skip
+        subprocess.run(
+            ["rabbitmqctl", "-q", "close_connection", pid, "test: connection lost"],
+            capture_output=True,
+        )
     return len(pids)
 
 
@@ -95,11 +101,21 @@ def test_the_sweeper_reinjects_stale_unfinished_events(tmp_path: Path) -> None:
     ledger = open_ledger(sqlite_url(tmp_path))
     ledger.migrate()
     body = event("payment.requested", example("HOS00003", orderId=new_order_id()))
-    prepared = prepare(parse_event(json.dumps(body).encode()),
-                       hospital_id="H0000001", city_code="441800")  # fmt: skip
-    ledger.begin_event(NewEvent(body["eventId"], body["type"], "HOS00003", body,
-                                prepared.payload_hash, prepared.business_key, prepared.keys,
-                                clock()))  # fmt: skip
+    prepared = prepare(
+        parse_event(json.dumps(body).encode()), hospital_id="H0000001", city_code="441800"
+    )
+    ledger.begin_event(
+        NewEvent(
+            body["eventId"],
+            body["type"],
+            "HOS00003",
+            body,
+            prepared.payload_hash,
+            prepared.business_key,
+            prepared.keys,
+            clock(),
+        )
+    )
     ledger.start_attempt(body["eventId"], "HOS00003", "SEQSTALE000001", "call", clock())
     sweeper = Sweeper(ledger, clock, timedelta(minutes=15))
     assert sweeper.sweep() is None  # fresh: a live worker may still be on it

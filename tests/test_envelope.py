@@ -11,9 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
-from worker import envelope
 from worker.clock import CHINA_TZ
-from worker.envelope import Credentials
 from worker.errors import (
     BadCiphertextLength,
     BadPadding,
@@ -25,6 +23,8 @@ from worker.errors import (
     NotHex,
     SignatureMismatch,
 )
+from worker.protocol import envelope, explain
+from worker.protocol.envelope import Credentials
 
 VECTORS = json.loads((Path(__file__).parent / "data" / "vectors.json").read_text("utf-8"))
 SECRET = VECTORS["secret"]
@@ -46,9 +46,12 @@ def _sent_at(env: dict) -> datetime:
 def test_request_vectors_are_reproduced_byte_for_byte(vector: dict) -> None:
     env = vector["envelope"]
     sealed = envelope.seal_request(
-        vector["transCode"], vector["businessJson"], credentials=CREDS,
-        seq_id=env["platformSeqId"], at=_sent_at(env),
-    )  # fmt: skip
+        vector["transCode"],
+        vector["businessJson"],
+        credentials=CREDS,
+        seq_id=env["platformSeqId"],
+        at=_sent_at(env),
+    )
     assert sealed == env
     header = {k: env[k] for k in envelope.REQUEST_HEADER}
     text = envelope.signing_string(header, vector["businessJson"], "<secret>")
@@ -66,9 +69,12 @@ def test_request_vectors_open(vector: dict) -> None:
 @pytest.mark.parametrize("vector", VECTORS["responses"], ids=["with-data", "without-data"])
 def test_response_vectors_round_trip(vector: dict) -> None:
     env = vector["envelope"]
-    assert envelope.seal_response(
-        env["rtCode"], env["rtMsg"], vector["businessJson"], credentials=CREDS
-    ) == env
+    assert (
+        envelope.seal_response(
+            env["rtCode"], env["rtMsg"], vector["businessJson"], credentials=CREDS
+        )
+        == env
+    )
     opened = envelope.open_response(env, credentials=CREDS)
     assert opened.business_text == vector["businessJson"]
     assert (opened.rt_code, opened.rt_msg) == (env["rtCode"], env["rtMsg"])
@@ -118,8 +124,9 @@ def test_responses_round_trip_both_ways(business: dict | None, rt_msg: str) -> N
 
 def test_hmac_sm3_scheme_round_trips_and_differs_from_plain_sm3() -> None:
     hmac_creds = Credentials("HOSP0001", SecretStr(SECRET), "hmac-sm3")
-    sealed = envelope.seal_request("HOS00001", {"a": 1}, credentials=hmac_creds, seq_id="1" * 10,
-                                   at=AT)  # fmt: skip
+    sealed = envelope.seal_request(
+        "HOS00001", {"a": 1}, credentials=hmac_creds, seq_id="1" * 10, at=AT
+    )
     assert envelope.open_request(sealed, credentials=hmac_creds).business == {"a": 1}
     with pytest.raises(SignatureMismatch):
         envelope.open_request(sealed, credentials=CREDS)
@@ -130,9 +137,12 @@ def test_hmac_sm3_scheme_round_trips_and_differs_from_plain_sm3() -> None:
 
 def _request(**changes: object) -> dict:
     sealed = envelope.seal_request(
-        "HOS00003", {"orderId": "ORD00000001", "amt": 100}, credentials=CREDS,
-        seq_id="A" * 32, at=AT,
-    )  # fmt: skip
+        "HOS00003",
+        {"orderId": "ORD00000001", "amt": 100},
+        credentials=CREDS,
+        seq_id="A" * 32,
+        at=AT,
+    )
     sealed.update(changes)
     return {k: v for k, v in sealed.items() if v is not None}
 
@@ -228,8 +238,13 @@ def test_clock_skew_over_five_minutes_is_refused() -> None:
 
 
 def test_send_time_is_written_in_china_time() -> None:
-    env = envelope.seal_request("HOS00001", {}, credentials=CREDS, seq_id="1" * 10,
-                                at=datetime(2026, 11, 25, 23, 30, tzinfo=UTC))  # fmt: skip
+    env = envelope.seal_request(
+        "HOS00001",
+        {},
+        credentials=CREDS,
+        seq_id="1" * 10,
+        at=datetime(2026, 11, 25, 23, 30, tzinfo=UTC),
+    )
     assert (env["platformTransDate"], env["platformTransTime"]) == ("20261126", "073000")
 
 
@@ -238,7 +253,7 @@ def test_send_time_is_written_in_china_time() -> None:
 
 def test_explain_shows_the_signing_string_without_the_secret() -> None:
     vector = VECTORS["requests"][0]
-    explanation = envelope.explain(vector["envelope"], credentials=CREDS)
+    explanation = explain.explain(vector["envelope"], credentials=CREDS)
     assert explanation.matches
     assert explanation.signing_string == vector["signingString"]
     assert SECRET not in explanation.signing_string
@@ -246,6 +261,6 @@ def test_explain_shows_the_signing_string_without_the_secret() -> None:
 
 def test_explain_reports_a_mismatch_with_both_signatures() -> None:
     env = _request()
-    explanation = envelope.explain(env, credentials=OTHER_SECRET_SAME_SM4)
+    explanation = explain.explain(env, credentials=OTHER_SECRET_SAME_SM4)
     assert explanation.problem == "signature mismatch"
     assert explanation.received == env["signData"] != explanation.expected

@@ -25,15 +25,15 @@ from kombu import Connection, Exchange, Producer, Queue
 from pydantic import SecretStr
 
 from tests.worker_harness import postgres_schema
-from worker import envelope
 from worker.clock import Clock, FixedClock
 from worker.gateway.events import PLATFORM_EXCHANGE, PlatformEvent
 from worker.gateway.publisher import AmqpPublisher
 from worker.gateway.server import GatewayParts, build_gateway
-from worker.models.examples import EXAMPLES
+from worker.protocol import envelope
+from worker.protocol.models.examples import EXAMPLES
+from worker.sandbox.simulator.notify import notify
+from worker.sandbox.simulator.server import serving_in_thread
 from worker.settings import Settings
-from worker.simulator.notify import notify
-from worker.simulator.server import serving_in_thread
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -86,9 +86,12 @@ def visits_responder(url: str, reply: Any = None) -> Iterator[list[dict[str, Any
 
             def answer(body: dict[str, Any], message: Any) -> None:
                 seen.append(body)
-                producer.publish(reply if reply is not None else EXAMPLES["HIS00003"].response,
-                                 exchange="", routing_key=message.properties["reply_to"],
-                                 correlation_id=message.properties["correlation_id"])
+                producer.publish(
+                    reply if reply is not None else EXAMPLES["HIS00003"].response,
+                    exchange="",
+                    routing_key=message.properties["reply_to"],
+                    correlation_id=message.properties["correlation_id"],
+                )
                 message.ack()
 
             with conn.Consumer(visits, callbacks=[answer]):
@@ -113,8 +116,13 @@ def visits_responder(url: str, reply: Any = None) -> Iterator[list[dict[str, Any
 
 
 def gateway_settings(ledger_url: str, broker_url: str, **overrides: Any) -> Settings:
-    return Settings(ledger_url=ledger_url, broker_url=broker_url, statement_enabled=False,
-                    gateway_his_timeout_s=2.0, **overrides)  # fmt: skip
+    return Settings(
+        ledger_url=ledger_url,
+        broker_url=broker_url,
+        statement_enabled=False,
+        gateway_his_timeout_s=2.0,
+        **overrides,
+    )
 
 
 @contextmanager
@@ -161,8 +169,15 @@ def credentials(settings: Settings) -> envelope.Credentials:
     return envelope.Credentials.from_settings(settings)
 
 
-def call(url: str, trans_code: str, business: dict[str, Any], *, http: httpx.Client,
-         credentials: envelope.Credentials, clock: Clock) -> envelope.OpenedResponse:
+def call(
+    url: str,
+    trans_code: str,
+    business: dict[str, Any],
+    *,
+    http: httpx.Client,
+    credentials: envelope.Credentials,
+    clock: Clock,
+) -> envelope.OpenedResponse:
     return notify(url, trans_code, business, credentials=credentials, client=http, clock=clock)
 
 
@@ -171,31 +186,43 @@ def post(url: str, body: bytes | dict[str, Any], http: httpx.Client) -> httpx.Re
     return http.post(url, content=content, headers={"content-type": "application/json"})
 
 
-def answer_of(response: httpx.Response, credentials: envelope.Credentials
-              ) -> envelope.OpenedResponse:  # fmt: skip
+def answer_of(
+    response: httpx.Response, credentials: envelope.Credentials
+) -> envelope.OpenedResponse:
     """The gateway's answer, which must be signed with the shared key whatever happened."""
     assert response.status_code == 200
     return envelope.open_response(response.content, credentials=credentials)
 
 
-def sealed(trans_code: str, business: dict[str, Any], credentials: envelope.Credentials,
-           at: datetime = NOW, seq_id: str | None = None) -> dict[str, str]:
-    return envelope.seal_request(trans_code, business, credentials=credentials,
-                                 seq_id=seq_id or envelope.new_seq_id(), at=at)  # fmt: skip
+def sealed(
+    trans_code: str,
+    business: dict[str, Any],
+    credentials: envelope.Credentials,
+    at: datetime = NOW,
+    seq_id: str | None = None,
+) -> dict[str, str]:
+    return envelope.seal_request(
+        trans_code, business, credentials=credentials, seq_id=seq_id or envelope.new_seq_id(), at=at
+    )
 
 
 # --- each call end to end ---------------------------------------------------------------------
 
 
 def test_a_claim_result_is_published_confirmed_then_answered_0000(
-    gateway: str, inbox: HisInbox, http: httpx.Client, credentials: envelope.Credentials,
+    gateway: str,
+    inbox: HisInbox,
+    http: httpx.Client,
+    credentials: envelope.Credentials,
     clock: FixedClock,
 ) -> None:
     business = example("HIS00004")
     answer = call(gateway, "HIS00004", business, http=http, credentials=credentials, clock=clock)
 
-    assert (answer.rt_code, answer.business) == ("0000", {
-        "treatmentSerialNo": business["treatmentSerialNo"]})
+    assert (answer.rt_code, answer.business) == (
+        "0000",
+        {"treatmentSerialNo": business["treatmentSerialNo"]},
+    )
     [message] = inbox.messages()
     event = PlatformEvent.model_validate_json(message.body)
     assert event.type == "claim-result.notified" == message.delivery_info["routing_key"]
@@ -205,14 +232,23 @@ def test_a_claim_result_is_published_confirmed_then_answered_0000(
 
 
 def test_the_same_notification_under_a_new_seq_id_is_answered_but_not_published_twice(
-    gateway: str, inbox: HisInbox, http: httpx.Client, credentials: envelope.Credentials,
+    gateway: str,
+    inbox: HisInbox,
+    http: httpx.Client,
+    credentials: envelope.Credentials,
     clock: FixedClock,
 ) -> None:
     business = example("HIS00004")
     first = call(gateway, "HIS00004", business, http=http, credentials=credentials, clock=clock)
     again = call(gateway, "HIS00004", business, http=http, credentials=credentials, clock=clock)
-    other = call(gateway, "HIS00004", {**business, "claimNode": "9"}, http=http,
-                 credentials=credentials, clock=clock)  # fmt: skip
+    other = call(
+        gateway,
+        "HIS00004",
+        {**business, "claimNode": "9"},
+        http=http,
+        credentials=credentials,
+        clock=clock,
+    )
 
     assert [first.rt_code, again.rt_code, other.rt_code] == ["0000"] * 3
     events = [json.loads(m.body) for m in inbox.messages()]
@@ -221,7 +257,10 @@ def test_the_same_notification_under_a_new_seq_id_is_answered_but_not_published_
 
 
 def test_an_authorisation_letter_reaches_the_his_with_its_file(
-    gateway: str, inbox: HisInbox, http: httpx.Client, credentials: envelope.Credentials,
+    gateway: str,
+    inbox: HisInbox,
+    http: httpx.Client,
+    credentials: envelope.Credentials,
     clock: FixedClock,
 ) -> None:
     business = example("HIS00002")
@@ -236,12 +275,21 @@ def test_an_authorisation_letter_reaches_the_his_with_its_file(
 
 
 def test_visit_records_are_asked_of_the_his_and_returned_to_the_platform(
-    gateway: str, vhost: str, http: httpx.Client, credentials: envelope.Credentials,
+    gateway: str,
+    vhost: str,
+    http: httpx.Client,
+    credentials: envelope.Credentials,
     clock: FixedClock,
 ) -> None:
     with visits_responder(vhost) as seen:
-        answer = call(gateway, "HIS00003", example("HIS00003"), http=http,
-                      credentials=credentials, clock=clock)  # fmt: skip
+        answer = call(
+            gateway,
+            "HIS00003",
+            example("HIS00003"),
+            http=http,
+            credentials=credentials,
+            clock=clock,
+        )
 
     assert answer.rt_code == "0000"
     assert answer.business == EXAMPLES["HIS00003"].response
@@ -249,60 +297,93 @@ def test_visit_records_are_asked_of_the_his_and_returned_to_the_platform(
 
 
 def test_visit_records_the_his_does_not_answer_in_time_are_a_signed_9999_in_time(
-    gateway: str, vhost: str, settings: Settings, http: httpx.Client,
-    credentials: envelope.Credentials, clock: FixedClock,
+    gateway: str,
+    vhost: str,
+    settings: Settings,
+    http: httpx.Client,
+    credentials: envelope.Credentials,
+    clock: FixedClock,
 ) -> None:
     with Connection(vhost) as conn:  # a HIS queue, but nobody answering
-        Queue(VISITS_QUEUE, Exchange(PLATFORM_EXCHANGE, type="topic"),
-              routing_key="visits.requested")(conn.channel()).declare()  # fmt: skip
+        Queue(
+            VISITS_QUEUE, Exchange(PLATFORM_EXCHANGE, type="topic"), routing_key="visits.requested"
+        )(conn.channel()).declare()
         started = time.monotonic()
-        answer = call(gateway, "HIS00003", example("HIS00003"), http=http,
-                      credentials=credentials, clock=clock)  # fmt: skip
+        answer = call(
+            gateway,
+            "HIS00003",
+            example("HIS00003"),
+            http=http,
+            credentials=credentials,
+            clock=clock,
+        )
         waited = time.monotonic() - started
 
     assert answer.rt_code == "9999"
     assert settings.gateway_his_timeout_s <= waited < settings.gateway_his_timeout_s + 2
 
 
-@pytest.mark.parametrize(("reply", "rt_code"), [
-    ({"error": "no such patient"}, "1000"),
-    ({"treatmentList": [{"treatmentSerialNo": "ZY1"}]}, "9999"),  # fields missing
-    ({"treatmentList": []}, "0000"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("reply", "rt_code"),
+    [
+        ({"error": "no such patient"}, "1000"),
+        ({"treatmentList": [{"treatmentSerialNo": "ZY1"}]}, "9999"),  # fields missing
+        ({"treatmentList": []}, "0000"),
+    ],
+)
 def test_the_his_reply_decides_the_visit_records_answer(
-    gateway: str, vhost: str, http: httpx.Client, credentials: envelope.Credentials,
-    clock: FixedClock, reply: dict[str, Any], rt_code: str,
+    gateway: str,
+    vhost: str,
+    http: httpx.Client,
+    credentials: envelope.Credentials,
+    clock: FixedClock,
+    reply: dict[str, Any],
+    rt_code: str,
 ) -> None:
     with visits_responder(vhost, reply=reply):
-        answer = call(gateway, "HIS00003", example("HIS00003"), http=http,
-                      credentials=credentials, clock=clock)  # fmt: skip
+        answer = call(
+            gateway,
+            "HIS00003",
+            example("HIS00003"),
+            http=http,
+            credentials=credentials,
+            clock=clock,
+        )
     assert answer.rt_code == rt_code
 
 
 def test_a_call_no_his_queue_is_bound_for_is_9999_not_dropped(
-    settings: Settings, clock: FixedClock, http: httpx.Client,
-    credentials: envelope.Credentials, vhost: str,
+    settings: Settings,
+    clock: FixedClock,
+    http: httpx.Client,
+    credentials: envelope.Credentials,
+    vhost: str,
 ) -> None:
     with Connection(vhost) as conn:  # no inbox fixture: nothing bound to platform.events
         conn.channel().queue_delete(HIS_QUEUE)
     with serving(settings, clock) as (url, _):
-        answer = call(url, "HIS00004", example("HIS00004"), http=http,
-                      credentials=credentials, clock=clock)  # fmt: skip
+        answer = call(
+            url, "HIS00004", example("HIS00004"), http=http, credentials=credentials, clock=clock
+        )
     assert answer.rt_code == "9999"
 
 
 # --- refusals: signed, with the spec's rtCode, nothing published ------------------------------
 
 
-def refused(url: str, body: bytes | dict[str, Any], http: httpx.Client,
-            credentials: envelope.Credentials) -> tuple[str, str]:  # fmt: skip
+def refused(
+    url: str, body: bytes | dict[str, Any], http: httpx.Client, credentials: envelope.Credentials
+) -> tuple[str, str]:
     answer = answer_of(post(url, body, http), credentials)
     assert answer.business is None
     return answer.rt_code, answer.rt_msg
 
 
 def test_a_forged_signature_is_refused_4000(
-    gateway: str, inbox: HisInbox, http: httpx.Client, credentials: envelope.Credentials,
+    gateway: str,
+    inbox: HisInbox,
+    http: httpx.Client,
+    credentials: envelope.Credentials,
 ) -> None:
     forged = sealed("HIS00004", example("HIS00004"), credentials)
     forged["signData"] = "0" * 64
@@ -311,7 +392,10 @@ def test_a_forged_signature_is_refused_4000(
 
 
 def test_a_request_signed_with_another_key_is_refused_4000(
-    gateway: str, inbox: HisInbox, http: httpx.Client, credentials: envelope.Credentials,
+    gateway: str,
+    inbox: HisInbox,
+    http: httpx.Client,
+    credentials: envelope.Credentials,
 ) -> None:
     other = envelope.Credentials(credentials.platform_id, SecretStr("0123456789ABCDEF0123"))
     body = sealed("HIS00004", example("HIS00004"), other)
@@ -321,7 +405,10 @@ def test_a_request_signed_with_another_key_is_refused_4000(
 
 @pytest.mark.parametrize("minutes", [-6, 6])
 def test_a_request_outside_the_time_window_is_refused_4000(
-    gateway: str, inbox: HisInbox, http: httpx.Client, credentials: envelope.Credentials,
+    gateway: str,
+    inbox: HisInbox,
+    http: httpx.Client,
+    credentials: envelope.Credentials,
     minutes: int,
 ) -> None:
     body = sealed("HIS00004", example("HIS00004"), credentials, NOW + timedelta(minutes=minutes))
@@ -331,7 +418,10 @@ def test_a_request_outside_the_time_window_is_refused_4000(
 
 
 def test_a_replayed_seq_id_is_refused_4008_and_published_once(
-    gateway: str, inbox: HisInbox, http: httpx.Client, credentials: envelope.Credentials,
+    gateway: str,
+    inbox: HisInbox,
+    http: httpx.Client,
+    credentials: envelope.Credentials,
 ) -> None:
     body = sealed("HIS00002", example("HIS00002"), credentials)
     assert answer_of(post(gateway, body, http), credentials).rt_code == "0000"
@@ -340,7 +430,10 @@ def test_a_replayed_seq_id_is_refused_4008_and_published_once(
 
 
 def test_a_seq_id_is_remembered_across_a_gateway_restart(
-    settings: Settings, clock: FixedClock, inbox: HisInbox, http: httpx.Client,
+    settings: Settings,
+    clock: FixedClock,
+    inbox: HisInbox,
+    http: httpx.Client,
     credentials: envelope.Credentials,
 ) -> None:
     body = sealed("HIS00004", example("HIS00004"), credentials)
@@ -353,21 +446,30 @@ def test_a_seq_id_is_remembered_across_a_gateway_restart(
 
 @pytest.mark.postgres
 def test_a_seq_id_is_accepted_by_one_of_two_gateways_on_one_postgres_ledger(
-    vhost: str, postgres_url: str, clock: FixedClock, inbox: HisInbox, http: httpx.Client,
+    vhost: str,
+    postgres_url: str,
+    clock: FixedClock,
+    inbox: HisInbox,
+    http: httpx.Client,
 ) -> None:
     with postgres_schema(postgres_url) as ledger_url:
         settings = gateway_settings(ledger_url, vhost)
         credentials = envelope.Credentials.from_settings(settings)
         body = sealed("HIS00002", example("HIS00002"), credentials)
         with serving(settings, clock) as (first, _), serving(settings, clock) as (second, _):
-            answers = [answer_of(post(url, body, http), credentials).rt_code
-                       for url in (first, second, first)]  # fmt: skip
+            answers = [
+                answer_of(post(url, body, http), credentials).rt_code
+                for url in (first, second, first)
+            ]
     assert answers == ["0000", "4008", "4008"]
     assert len(inbox.messages()) == 1
 
 
 def test_an_unknown_platform_id_is_refused_4104(
-    gateway: str, inbox: HisInbox, http: httpx.Client, credentials: envelope.Credentials,
+    gateway: str,
+    inbox: HisInbox,
+    http: httpx.Client,
+    credentials: envelope.Credentials,
 ) -> None:
     stranger = envelope.Credentials("OTHER001", credentials.secret)
     body = sealed("HIS00004", example("HIS00004"), stranger)
@@ -377,7 +479,10 @@ def test_an_unknown_platform_id_is_refused_4104(
 
 @pytest.mark.parametrize("body", [b"{not json", b"[]", b"\xff\xfe", b'{"platformId": 1}'])
 def test_malformed_json_is_refused_4000(
-    gateway: str, inbox: HisInbox, http: httpx.Client, credentials: envelope.Credentials,
+    gateway: str,
+    inbox: HisInbox,
+    http: httpx.Client,
+    credentials: envelope.Credentials,
     body: bytes,
 ) -> None:
     assert refused(gateway, body, http, credentials)[0] == "4000"
@@ -385,7 +490,10 @@ def test_malformed_json_is_refused_4000(
 
 
 def test_business_fields_that_break_the_model_are_refused_4000_naming_the_field(
-    gateway: str, inbox: HisInbox, http: httpx.Client, credentials: envelope.Credentials,
+    gateway: str,
+    inbox: HisInbox,
+    http: httpx.Client,
+    credentials: envelope.Credentials,
 ) -> None:
     body = sealed("HIS00004", {**example("HIS00004"), "claimNode": "ZZ"}, credentials)
     code, message = refused(gateway, body, http, credentials)
@@ -394,17 +502,22 @@ def test_business_fields_that_break_the_model_are_refused_4000_naming_the_field(
 
 
 def test_a_body_over_the_limit_is_http_413_whether_announced_or_streamed(
-    vhost: str, tmp_path: Any, clock: FixedClock, inbox: HisInbox, http: httpx.Client,
+    vhost: str,
+    tmp_path: Any,
+    clock: FixedClock,
+    inbox: HisInbox,
+    http: httpx.Client,
 ) -> None:
-    settings = gateway_settings(f"sqlite:///{tmp_path / 'l.db'}", vhost,
-                                gateway_max_body_bytes=64 * 1024)  # fmt: skip
+    settings = gateway_settings(
+        f"sqlite:///{tmp_path / 'l.db'}", vhost, gateway_max_body_bytes=64 * 1024
+    )
     credentials = envelope.Credentials.from_settings(settings)
     business = {**example("HIS00002"), "file": "A" * 40 * 1024}  # ~80 kB once hex-encrypted
     body = json.dumps(sealed("HIS00002", business, credentials)).encode()
 
     def chunks() -> Iterator[bytes]:  # no Content-Length: read until the limit, then stop
         for start in range(0, len(body), 8192):
-            yield body[start:start + 8192]
+            yield body[start : start + 8192]
 
     with serving(settings, clock) as (url, _):
         assert post(url, body, http).status_code == 413
@@ -413,7 +526,10 @@ def test_a_body_over_the_limit_is_http_413_whether_announced_or_streamed(
 
 
 def test_a_3_mb_file_fits_the_default_limit(
-    gateway: str, inbox: HisInbox, http: httpx.Client, credentials: envelope.Credentials,
+    gateway: str,
+    inbox: HisInbox,
+    http: httpx.Client,
+    credentials: envelope.Credentials,
     clock: FixedClock,
 ) -> None:
     business = {**example("HIS00002"), "file": "QUJD" * (3 * 1024 * 1024 // 3)}  # 4 MiB base64
@@ -426,12 +542,14 @@ def test_a_3_mb_file_fits_the_default_limit(
 
 
 def test_health_readiness_and_metrics(
-    settings: Settings, clock: FixedClock, inbox: HisInbox, http: httpx.Client,
+    settings: Settings,
+    clock: FixedClock,
+    inbox: HisInbox,
+    http: httpx.Client,
     credentials: envelope.Credentials,
 ) -> None:
     with serving(settings, clock) as (url, _):
-        call(url, "HIS00004", example("HIS00004"), http=http, credentials=credentials,
-             clock=clock)  # fmt: skip
+        call(url, "HIS00004", example("HIS00004"), http=http, credentials=credentials, clock=clock)
         post(url, b"{", http)
         health, ready = http.get(url + "healthz"), http.get(url + "readyz")
         metrics = http.get(url + "metrics").text
@@ -443,10 +561,13 @@ def test_health_readiness_and_metrics(
 
 
 def test_readiness_fails_while_the_broker_is_unreachable(
-    tmp_path: Any, clock: FixedClock, http: httpx.Client,
+    tmp_path: Any,
+    clock: FixedClock,
+    http: httpx.Client,
 ) -> None:
-    settings = gateway_settings(f"sqlite:///{tmp_path / 'l.db'}",
-                                "amqp://guest:guest@127.0.0.1:1//", connect_timeout_s=0.5)
+    settings = gateway_settings(
+        f"sqlite:///{tmp_path / 'l.db'}", "amqp://guest:guest@127.0.0.1:1//", connect_timeout_s=0.5
+    )
     with serving(settings, clock) as (url, _):
         ready = http.get(url + "readyz")
     assert (ready.status_code, ready.json()["failing"]) == (503, ["broker"])
@@ -463,14 +584,17 @@ def test_the_publisher_reuses_its_connections(vhost: str, inbox: HisInbox) -> No
 
 
 def test_a_body_that_does_not_arrive_in_time_is_http_408_and_other_paths_404_405(
-    vhost: str, tmp_path: Any, clock: FixedClock, inbox: HisInbox, http: httpx.Client,
+    vhost: str,
+    tmp_path: Any,
+    clock: FixedClock,
+    inbox: HisInbox,
+    http: httpx.Client,
 ) -> None:
-    settings = gateway_settings(f"sqlite:///{tmp_path / 'l.db'}", vhost,
-                                gateway_read_timeout_s=0.5)  # fmt: skip
+    settings = gateway_settings(f"sqlite:///{tmp_path / 'l.db'}", vhost, gateway_read_timeout_s=0.5)
     with serving(settings, clock) as (url, _):
         port = int(url.rsplit(":", 1)[1].strip("/"))
         with socket.create_connection(("127.0.0.1", port), timeout=5) as slow:
-            slow.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"plat")
+            slow.sendall(b'POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"plat')
             status_line = slow.recv(200).split(b"\r\n", 1)[0]
         statuses = (http.get(url).status_code, http.post(url + "other", content=b"{}").status_code)
     assert status_line == b"HTTP/1.1 408 Request Timeout"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from worker.gateway.demo import run_platform_calls
+from worker.broker.memory import MemoryBroker
+from worker.sandbox.gateway_demo import run_platform_calls
 from worker.settings import Settings
-from worker.transport.memory import MemoryBroker
 
 
 def test_the_three_calls_a_replayed_notification_and_a_forgery(tmp_path: Path) -> None:

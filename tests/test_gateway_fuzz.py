@@ -20,22 +20,23 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
-from worker import envelope
 from worker.clock import FixedClock
 from worker.gateway.events import Handoff
 from worker.gateway.metrics import GatewayMetrics
 from worker.gateway.service import Gateway, GatewayOptions
 from worker.gateway.verify import Accepted, Refusal, verify
-from worker.ledger.base import Ledger, open_ledger
-from worker.models.examples import EXAMPLES
+from worker.ledger import Ledger, open_ledger
+from worker.protocol import envelope
+from worker.protocol.models.examples import EXAMPLES
 from worker.settings import SANDBOX_PLATFORM_ID, SANDBOX_SECRET
 
 NOW = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 CREDENTIALS = envelope.Credentials(SANDBOX_PLATFORM_ID, envelope.SecretStr(SANDBOX_SECRET))
 SKEW = timedelta(minutes=5)
 CODES = ("HIS00002", "HIS00003", "HIS00004")
-BUDGET = settings(max_examples=200, deadline=None,
-                  suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
+BUDGET = settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 
 
 class RecordingPublisher:
@@ -69,21 +70,32 @@ def ledger() -> Iterator[Ledger]:
 
 def gateway(ledger: Ledger, publisher: RecordingPublisher) -> Gateway:
     options = GatewayOptions(CREDENTIALS, SKEW, his_timeout_s=1.0)
-    return Gateway(options, ledger=ledger, publisher=publisher,
-                   metrics=GatewayMetrics(CollectorRegistry()), clock=FixedClock(NOW))
+    return Gateway(
+        options,
+        ledger=ledger,
+        publisher=publisher,
+        metrics=GatewayMetrics(CollectorRegistry()),
+        clock=FixedClock(NOW),
+    )
 
 
 def valid_envelope(trans_code: str) -> dict[str, str]:
-    return envelope.seal_request(trans_code, EXAMPLES[trans_code].copy().request,
-                                 credentials=CREDENTIALS, seq_id=envelope.new_seq_id(), at=NOW)
+    return envelope.seal_request(
+        trans_code,
+        EXAMPLES[trans_code].copy().request,
+        credentials=CREDENTIALS,
+        seq_id=envelope.new_seq_id(),
+        at=NOW,
+    )
 
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
-                                                                max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
     max_leaves=10,
-)  # fmt: skip
+)
 
 
 @st.composite
@@ -93,8 +105,9 @@ def mutated_envelopes(draw: st.DrawFn) -> bytes:
         name = draw(st.sampled_from(sorted(fields) + ["extra"]))
         action = draw(st.sampled_from(["drop", "replace", "flip", "truncate", "retime"]))
         if action == "retime":  # a well-formed time: inside the window (bad signature) or not
-            fields["platformTransTime"] = draw(st.from_regex(r"[01]\d[0-5]\d[0-5]\d",
-                                                             fullmatch=True))  # fmt: skip
+            fields["platformTransTime"] = draw(
+                st.from_regex(r"[01]\d[0-5]\d[0-5]\d", fullmatch=True)
+            )
         elif action == "drop":
             fields.pop(name, None)
         elif action == "replace":
@@ -103,14 +116,17 @@ def mutated_envelopes(draw: st.DrawFn) -> bytes:
             value = fields[name]
             at = draw(st.integers(0, len(value) - 1))
             if action == "flip":
-                fields[name] = value[:at] + draw(st.characters()) + value[at + 1:]
+                fields[name] = value[:at] + draw(st.characters()) + value[at + 1 :]
             else:
                 fields[name] = value[:at]
     return json.dumps(fields).encode()
 
 
-bodies = st.binary(max_size=512) | json_values.map(lambda v: json.dumps(v).encode()) \
+bodies = (
+    st.binary(max_size=512)
+    | json_values.map(lambda v: json.dumps(v).encode())
     | mutated_envelopes()
+)
 
 
 def check_answer(answer: dict[str, str], publisher: RecordingPublisher, before: int) -> None:
@@ -150,12 +166,17 @@ def test_an_untouched_envelope_is_accepted(tmp_path: Path, trans_code: str) -> N
     assert len(publisher.published) == 1
 
 
-@pytest.mark.parametrize(("offset", "accepted"), [(300, True), (301, False), (-300, True),
-                                                   (-301, False)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("offset", "accepted"), [(300, True), (301, False), (-300, True), (-301, False)]
+)
 def test_the_time_window_is_inclusive_of_max_clock_skew(offset: int, accepted: bool) -> None:
-    body = envelope.seal_request("HIS00004", EXAMPLES["HIS00004"].copy().request,
-                                 credentials=CREDENTIALS, seq_id=envelope.new_seq_id(),
-                                 at=NOW + timedelta(seconds=offset))  # fmt: skip
+    body = envelope.seal_request(
+        "HIS00004",
+        EXAMPLES["HIS00004"].copy().request,
+        credentials=CREDENTIALS,
+        seq_id=envelope.new_seq_id(),
+        at=NOW + timedelta(seconds=offset),
+    )
     checked = verify(json.dumps(body).encode(), credentials=CREDENTIALS, now=NOW, max_skew=SKEW)
     assert isinstance(checked, Accepted) is accepted
     if not accepted:
@@ -164,7 +185,7 @@ def test_the_time_window_is_inclusive_of_max_clock_skew(offset: int, accepted: b
 
 def test_the_gateway_logs_json_lines_without_id_numbers_or_secrets(tmp_path: Path) -> None:
     from worker.logs import configure_logging
-    from worker.models.examples import ID_NO
+    from worker.protocol.models.examples import ID_NO
     from worker.settings import Settings
 
     stream = io.StringIO()
@@ -175,8 +196,13 @@ def test_the_gateway_logs_json_lines_without_id_numbers_or_secrets(tmp_path: Pat
         handle = gateway(ledger, RecordingPublisher()).handle
         handle(json.dumps(valid_envelope("HIS00004")).encode())
         bad = EXAMPLES["HIS00004"].copy().request | {"idNo": ID_NO + "9" * 20}  # too long
-        handle(json.dumps(envelope.seal_request("HIS00004", bad, credentials=CREDENTIALS,
-                                                seq_id=envelope.new_seq_id(), at=NOW)).encode())
+        handle(
+            json.dumps(
+                envelope.seal_request(
+                    "HIS00004", bad, credentials=CREDENTIALS, seq_id=envelope.new_seq_id(), at=NOW
+                )
+            ).encode()
+        )
         handle(b'{"platformId": "' + ID_NO.encode() + b'"}')  # an id number where none belongs
     finally:
         logging.getLogger().removeHandler(handler)

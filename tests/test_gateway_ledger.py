@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.worker_harness import postgres_schema
-from worker.ledger.base import Ledger, open_ledger
+from worker.ledger import Ledger, open_ledger
 
 AT = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 

@@ -19,9 +19,9 @@ import httpx
 import pytest
 
 from tests.test_gateway import HisInbox, example, gateway_settings, serving
-from worker import envelope
 from worker.clock import FixedClock
-from worker.simulator.notify import notify
+from worker.protocol import envelope
+from worker.sandbox.simulator.notify import notify
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -98,11 +98,14 @@ def proxy(vhost: str) -> Iterator[CuttableProxy]:
 
 
 def test_a_claim_result_during_an_outage_is_9999_and_published_once_after_recovery(
-    vhost: str, proxy: CuttableProxy, tmp_path: Any,
+    vhost: str,
+    proxy: CuttableProxy,
+    tmp_path: Any,
 ) -> None:
     through_proxy = vhost.replace(f":{urlparse(vhost).port}/", f":{proxy.port}/")
-    settings = gateway_settings(f"sqlite:///{tmp_path / 'ledger.db'}", through_proxy,
-                                connect_timeout_s=1.0)  # fmt: skip
+    settings = gateway_settings(
+        f"sqlite:///{tmp_path / 'ledger.db'}", through_proxy, connect_timeout_s=1.0
+    )
     credentials = envelope.Credentials.from_settings(settings)
     clock = FixedClock(NOW)
     inbox = HisInbox(vhost)
@@ -112,8 +115,9 @@ def test_a_claim_result_during_an_outage_is_9999_and_published_once_after_recove
         with serving(settings, clock) as (url, _), httpx.Client(timeout=10) as http:
 
             def send(business: dict[str, Any]) -> str:
-                return notify(url, "HIS00004", business, credentials=credentials, client=http,
-                              clock=clock).rt_code  # fmt: skip
+                return notify(
+                    url, "HIS00004", business, credentials=credentials, client=http, clock=clock
+                ).rt_code
 
             assert send(settled) == "0000"  # a pooled connection exists before the outage
             proxy.cut()

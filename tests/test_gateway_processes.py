@@ -24,7 +24,7 @@ import pytest
 
 from tests.test_gateway import HisInbox, example
 from tests.worker_harness import postgres_schema
-from worker import envelope
+from worker.protocol import envelope
 from worker.settings import Settings
 
 
@@ -38,9 +38,11 @@ def _free_port() -> int:
 def gateway_process(env: dict[str, str], log: Path) -> Iterator[str]:
     port = _free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "worker.cli", "gateway", "--host", "127.0.0.1", "--port",
-         str(port)], env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT,
-    )  # fmt: skip
+        [sys.executable, "-m", "worker.cli", "gateway", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_ready(url, process, log)
@@ -71,19 +73,32 @@ def test_two_gateway_processes_on_one_ledger_accept_a_seq_id_once(
     try:
         with postgres_schema(postgres_url) as ledger_url:
             env = {k: v for k, v in os.environ.items() if not k.startswith("HUIMIN_")}
-            env |= {"HUIMIN_BROKER_URL": vhost, "HUIMIN_LEDGER_URL": ledger_url,
-                    "HUIMIN_STATEMENT_ENABLED": "false", "HUIMIN_LOG_FORMAT": "text"}  # fmt: skip
+            env |= {
+                "HUIMIN_BROKER_URL": vhost,
+                "HUIMIN_LEDGER_URL": ledger_url,
+                "HUIMIN_STATEMENT_ENABLED": "false",
+                "HUIMIN_LOG_FORMAT": "text",
+            }
             credentials = envelope.Credentials.from_settings(Settings())
-            body = envelope.seal_request("HIS00004", example("HIS00004"),
-                                         credentials=credentials, seq_id=envelope.new_seq_id(),
-                                         at=datetime.now(UTC))  # fmt: skip
+            body = envelope.seal_request(
+                "HIS00004",
+                example("HIS00004"),
+                credentials=credentials,
+                seq_id=envelope.new_seq_id(),
+                at=datetime.now(UTC),
+            )
             log = tmp_path / "gateways.log"
             with gateway_process(env, log) as first, gateway_process(env, log) as second:
                 with ThreadPoolExecutor(4) as pool:
-                    answers = list(pool.map(lambda url: httpx.post(url, json=body, timeout=20),
-                                            [first, second, first, second]))  # fmt: skip
-            codes = sorted(envelope.open_response(a.content, credentials=credentials).rt_code
-                           for a in answers)  # fmt: skip
+                    answers = list(
+                        pool.map(
+                            lambda url: httpx.post(url, json=body, timeout=20),
+                            [first, second, first, second],
+                        )
+                    )
+            codes = sorted(
+                envelope.open_response(a.content, credentials=credentials).rt_code for a in answers
+            )
         assert codes == ["0000", "4008", "4008", "4008"], log.read_text()
         assert len(inbox.messages()) == 1
     finally:

@@ -17,10 +17,10 @@ import pytest
 
 from tests.test_worker import event, example, new_order_id
 from tests.worker_harness import Backend, running, start_worker
-from worker.his import AmqpHis, HisSide, MemoryHis, ReceivedResult
-from worker.messages import Delivery, Outgoing
-from worker.simulator.server import SimulatorHandle
-from worker.topology import EVENTS_EXCHANGE, H_ERROR, H_REASON, H_ROUTING_KEY
+from worker.broker.messages import Delivery, Outgoing
+from worker.broker.topology import EVENTS_EXCHANGE, H_ERROR, H_REASON, H_ROUTING_KEY
+from worker.sandbox.his import AmqpHis, HisSide, MemoryHis, ReceivedResult
+from worker.sandbox.simulator.server import SimulatorHandle
 
 BACKENDS = ["memory-sqlite", "rabbitmq-sqlite", "rabbitmq-postgres"]
 #: small enough that a test can send a body over it cheaply
@@ -45,23 +45,42 @@ def _poison() -> list[tuple[str, bytes, str, str | None]]:
     readable_nul, readable_big = _id(), _id()
     big = event("payment.requested", {**payment, "remark": "x" * MAX_EVENT_BYTES}, readable_big)
     return [
-        ("a 300-byte eventId", _body(event("payment.requested", payment, "e" * 300)),
-         "invalid_event", None),
-        ("an 8,000-character eventId", _body(event("payment.requested", payment, "e" * 8000)),
-         "invalid_event", None),
-        ("a NUL in the eventId", _body(event("payment.requested", payment, "evt-nul\x00-0001")),
-         "invalid_event", None),
-        ("a NUL in data.orderId",
-         _body(event("payment.requested", {**payment, "orderId": "PAY\x00X"}, readable_nul)),
-         "invalid_event", readable_nul),
-        ("a 300-character type", _body({**event("payment.requested", payment), "type": "t" * 300}),
-         "unknown_type", None),
+        (
+            "a 300-byte eventId",
+            _body(event("payment.requested", payment, "e" * 300)),
+            "invalid_event",
+            None,
+        ),
+        (
+            "an 8,000-character eventId",
+            _body(event("payment.requested", payment, "e" * 8000)),
+            "invalid_event",
+            None,
+        ),
+        (
+            "a NUL in the eventId",
+            _body(event("payment.requested", payment, "evt-nul\x00-0001")),
+            "invalid_event",
+            None,
+        ),
+        (
+            "a NUL in data.orderId",
+            _body(event("payment.requested", {**payment, "orderId": "PAY\x00X"}, readable_nul)),
+            "invalid_event",
+            readable_nul,
+        ),
+        (
+            "a 300-character type",
+            _body({**event("payment.requested", payment), "type": "t" * 300}),
+            "unknown_type",
+            None,
+        ),
         ("JSON nested 5,000 deep", _nested(5000), "invalid_event", None),
         ("a body over HUIMIN_MAX_EVENT_BYTES", _body(big), "too_large", readable_big),
         ("not JSON", b"{not json", "invalid_event", None),
         ("a JSON array", b"[1, 2, 3]", "invalid_event", None),
         ("not UTF-8", b'{"eventId": "\xff\xfe"}', "invalid_event", None),
-    ]  # fmt: skip
+    ]
 
 
 def test_each_poison_message_is_dead_lettered_once_and_the_worker_goes_on(
@@ -108,11 +127,12 @@ def test_an_invalid_copy_of_an_in_flight_payment_leaves_it_succeeded_with_one_re
         his.publish(copy)
         letters = _dead_letters(his, 1)
         results = _results_until(his, payment["eventId"])
-        time.sleep(0.5)  # a second result, if there were one, would come now
+        backend.settle(rabbitmq_wait_s=0.5)  # a second result, if any, would be out by now
         late = _drain_results(his)
         record = worker.ledger.get_event(payment["eventId"])
         counted = worker.metrics.registry.get_sample_value(
-            "huimin_dead_lettered_total", {"reason": "invalid_copy"})
+            "huimin_dead_lettered_total", {"reason": "invalid_copy"}
+        )
     assert [letter.headers[H_REASON] for letter in letters] == ["invalid_copy"]
     assert counted == 1, "counted under its own reason, not `other`"
     assert [r.routing_key for r in results + late] == ["payment.requested.succeeded"]
@@ -244,16 +264,24 @@ def test_a_routing_key_header_from_the_his_is_not_believed(
     assert simulator.stats() == {}
 
 
-def _publish_with_headers(his: HisSide, document: dict[str, Any], routing_key: str,
-                          headers: dict[str, Any]) -> None:  # fmt: skip
-    message = Outgoing(EVENTS_EXCHANGE, routing_key, _body(document), headers,
-                       message_id=document["eventId"])  # fmt: skip
+def _publish_with_headers(
+    his: HisSide, document: dict[str, Any], routing_key: str, headers: dict[str, Any]
+) -> None:
+    message = Outgoing(
+        EVENTS_EXCHANGE, routing_key, _body(document), headers, message_id=document["eventId"]
+    )
     if isinstance(his, MemoryHis):
         his.broker.publish(message)
         return
     assert isinstance(his, AmqpHis)
     his.channel.basic_publish(
-        amqp.Message(message.body, content_type="application/json", delivery_mode=2,
-                     application_headers=dict(headers), message_id=message.message_id),
-        exchange=EVENTS_EXCHANGE, routing_key=routing_key,
-    )  # fmt: skip
+        amqp.Message(
+            message.body,
+            content_type="application/json",
+            delivery_mode=2,
+            application_headers=dict(headers),
+            message_id=message.message_id,
+        ),
+        exchange=EVENTS_EXCHANGE,
+        routing_key=routing_key,
+    )

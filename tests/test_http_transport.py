@@ -1,4 +1,4 @@
-"""The platform's HTTP transport (worker/http_transport.py), against real local sockets.
+"""The platform's HTTP transport (worker/platform/http.py), against real local sockets.
 
 What the client relies on: httpx's exceptions with httpx's meaning (ConnectError: nothing was
 sent; Read*/RemoteProtocolError: the request may have arrived), keep-alive reuse that never
@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from worker.http_transport import StdlibTransport
+from worker.platform.http import StdlibTransport
 
 TIMEOUT = {"connect": 2.0, "write": 2.0, "read": 2.0, "pool": 2.0}
 
@@ -37,8 +37,10 @@ class Echo(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:  # noqa: N802 - http.server's naming
         body = self.rfile.read(int(self.headers["content-length"]))
-        answer = b"port=%d;type=%s;" % (self.client_address[1],
-                                        self.headers["content-type"].encode()) + body  # fmt: skip
+        answer = (
+            b"port=%d;type=%s;" % (self.client_address[1], self.headers["content-type"].encode())
+            + body
+        )
         size = int(self.headers.get("x-answer-size", "0"))
         answer += b"x" * size
         self.send_response(200)
@@ -91,10 +93,20 @@ def raw_server(behaviour: Callable[[socket.socket], None]) -> Iterator[str]:
         listener.close()
 
 
-def post(transport: StdlibTransport, url: str, body: bytes = b"{}",
-         timeout: dict[str, float] = TIMEOUT, **headers: str) -> httpx.Response:  # fmt: skip
-    request = httpx.Request("POST", url, content=body, extensions={"timeout": timeout},
-                            headers={"content-type": "application/json", **headers})  # fmt: skip
+def post(
+    transport: StdlibTransport,
+    url: str,
+    body: bytes = b"{}",
+    timeout: dict[str, float] = TIMEOUT,
+    **headers: str,
+) -> httpx.Response:
+    request = httpx.Request(
+        "POST",
+        url,
+        content=body,
+        extensions={"timeout": timeout},
+        headers={"content-type": "application/json", **headers},
+    )
     return transport.handle_request(request)
 
 
@@ -107,10 +119,10 @@ def client_port(response: httpx.Response) -> bytes:
 
 def test_a_post_round_trips_its_body_headers_and_status() -> None:
     with echo_server() as (_, url):
-        response = post(StdlibTransport(), url, "{\"名\":1}".encode())
+        response = post(StdlibTransport(), url, '{"名":1}'.encode())
     assert response.status_code == 200
     assert response.headers["content-type"] == "text/plain"
-    assert response.content.endswith(b";type=application/json;" + "{\"名\":1}".encode())
+    assert response.content.endswith(b";type=application/json;" + '{"名":1}'.encode())
 
 
 def test_keep_alive_reuses_one_connection_for_sequential_calls() -> None:
@@ -225,21 +237,30 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "huimin test platform")])
     now = dt.datetime.now(dt.UTC)
     cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name)
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName(
-            [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
-    )  # fmt: skip
+    )
     folder = tmp_path_factory.mktemp("tls")
     cert_path, key_path = folder / "cert.pem", folder / "key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))  # fmt: skip
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     return cert_path, key_path
 
 
@@ -263,19 +284,30 @@ def test_https_to_an_untrusted_certificate_is_refused_before_sending(
             post(StdlibTransport(ssl_context=ssl.create_default_context()), url)
 
 
-# --- one overall deadline (deadlines.py) ---------------------------------------------------------
+# --- one overall deadline (retry.py) ------------------------------------------------------------
 
 
-def post_by(transport: StdlibTransport, url: str, deadline_in: float, body: bytes = b"{}",
-            timeout: dict[str, float] = TIMEOUT) -> httpx.Response:  # fmt: skip
+def post_by(
+    transport: StdlibTransport,
+    url: str,
+    deadline_in: float,
+    body: bytes = b"{}",
+    timeout: dict[str, float] = TIMEOUT,
+) -> httpx.Response:
     extensions = {"timeout": timeout, "deadline": time.monotonic() + deadline_in}
-    request = httpx.Request("POST", url, content=body, extensions=extensions,
-                            headers={"content-type": "application/json"})  # fmt: skip
+    request = httpx.Request(
+        "POST",
+        url,
+        content=body,
+        extensions=extensions,
+        headers={"content-type": "application/json"},
+    )
     return transport.handle_request(request)
 
 
-def trickle(at_once: bytes, trickled: bytes, every: float = 0.05,
-            tls: ssl.SSLContext | None = None) -> Callable[[socket.socket], None]:  # fmt: skip
+def trickle(
+    at_once: bytes, trickled: bytes, every: float = 0.05, tls: ssl.SSLContext | None = None
+) -> Callable[[socket.socket], None]:
     """A peer that reads the request, sends `at_once`, then `trickled` one byte at a time: each
     read finishes well inside any per-read timeout, so only an overall deadline ends it."""
 
@@ -296,10 +328,14 @@ def trickle(at_once: bytes, trickled: bytes, every: float = 0.05,
 ANSWER_HEAD = b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n"
 
 
-@pytest.mark.parametrize(("at_once", "trickled"), [(b"", ANSWER_HEAD), (ANSWER_HEAD, b"x" * 1000)],
-                         ids=["trickled-headers", "trickled-body"])  # fmt: skip
-def test_a_peer_trickling_its_answer_is_cut_at_the_deadline(at_once: bytes,
-                                                            trickled: bytes) -> None:  # fmt: skip
+@pytest.mark.parametrize(
+    ("at_once", "trickled"),
+    [(b"", ANSWER_HEAD), (ANSWER_HEAD, b"x" * 1000)],
+    ids=["trickled-headers", "trickled-body"],
+)
+def test_a_peer_trickling_its_answer_is_cut_at_the_deadline(
+    at_once: bytes, trickled: bytes
+) -> None:
     with raw_server(trickle(at_once, trickled)) as url:
         started = time.monotonic()
         with pytest.raises(httpx.ReadTimeout):
@@ -312,8 +348,12 @@ def test_a_peer_trickling_over_tls_is_cut_at_the_deadline(certificate: tuple[Pat
     with raw_server(trickle(ANSWER_HEAD, b"x" * 1000, tls=_server_context(certificate))) as url:
         started = time.monotonic()
         with pytest.raises(httpx.ReadTimeout):
-            post_by(StdlibTransport(ssl_context=trusted), url.replace("http:", "https:"), 0.7,
-                    timeout={**TIMEOUT, "read": 5.0})  # fmt: skip
+            post_by(
+                StdlibTransport(ssl_context=trusted),
+                url.replace("http:", "https:"),
+                0.7,
+                timeout={**TIMEOUT, "read": 5.0},
+            )
         assert time.monotonic() - started < 2.0
 
 
@@ -324,8 +364,13 @@ def test_a_peer_that_stops_reading_a_large_body_is_cut_at_the_deadline() -> None
     with raw_server(deaf) as url:
         started = time.monotonic()
         with pytest.raises(httpx.WriteTimeout):
-            post_by(StdlibTransport(), url, 0.5, body=b"x" * (32 * 1024 * 1024),
-                    timeout={**TIMEOUT, "write": 5.0})  # fmt: skip
+            post_by(
+                StdlibTransport(),
+                url,
+                0.5,
+                body=b"x" * (32 * 1024 * 1024),
+                timeout={**TIMEOUT, "write": 5.0},
+            )
         assert time.monotonic() - started < 2.0
 
 
@@ -350,8 +395,9 @@ def test_with_a_deadline_an_answer_that_closes_the_connection_is_read_in_full() 
     def closing(conn: socket.socket) -> None:
         conn.recv(65536)
         body = b"y" * 100_000
-        conn.sendall(b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: %d\r\n\r\n"
-                     % len(body) + body)  # fmt: skip
+        conn.sendall(
+            b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: %d\r\n\r\n" % len(body) + body
+        )
 
     with raw_server(closing) as url:
         assert post_by(StdlibTransport(), url, 5.0).content == b"y" * 100_000

@@ -1,4 +1,4 @@
-"""The one intake path (worker/intake.py): every body is admitted or refused with a reason.
+"""The one intake path (worker/pipeline/intake.py): every body is admitted or refused with a reason.
 
 Property tests feed random and mutated bodies through it with a fixed budget: nothing but
 InvalidEvent escapes, every refusal names a known reason, and what is read of a refused body
@@ -17,23 +17,24 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.test_worker import event, example
-from worker import intake
+from worker.broker.messages import Delivery
+from worker.broker.topology import EVENTS_EXCHANGE, H_ROUTING_KEY, UNROUTABLE_QUEUE, work_queue_for
+from worker.contract.events import EVENT_TYPES
+from worker.contract.identifiers import event_id_or_none, event_type_or_none
 from worker.errors import InvalidEvent
-from worker.events import EVENT_TYPES
-from worker.identifiers import event_id_or_none, event_type_or_none
-from worker.ledger.base import NewEvent, open_ledger
-from worker.messages import Delivery
-from worker.models.examples import EXAMPLES
-from worker.sweeper import Sweeper
-from worker.topology import EVENTS_EXCHANGE, H_ROUTING_KEY, UNROUTABLE_QUEUE, work_queue_for
+from worker.ledger import NewEvent, open_ledger
+from worker.pipeline import intake
+from worker.pipeline.sweeper import Sweeper
+from worker.protocol.models.examples import EXAMPLES
 
 RULES = intake.IntakeRules(max_bytes=64 * 1024, hospital_id="H0000001", city_code="441800")
 REASONS = {"invalid_event", "too_large", "unknown_type"}
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-def _admit(body: bytes, routed: str = "payment.requested",
-           queue: str | None = "huimin.work.money") -> Any:  # fmt: skip
+def _admit(
+    body: bytes, routed: str = "payment.requested", queue: str | None = "huimin.work.money"
+) -> Any:
     return intake.admit(body, routed, queue, RULES)
 
 
@@ -53,12 +54,17 @@ def test_a_valid_event_is_admitted_on_its_own_queue_with_its_own_routing_key() -
     ("body", "reason", "field"),
     [
         (b"[" * 5000 + b"]" * 5000, "invalid_event", None),
-        (b'{"eventId": "x", "data": ' + b"{\"a\": " * 40 + b"1" + b"}" * 41, "invalid_event",
-         None),
-        (json.dumps({**_valid_payment(), "eventId": "evt-\x00-nul-id"}).encode(), "invalid_event",
-         "eventId"),
-        (json.dumps({**_valid_payment(), "type": "payment.refunded.maybe"}).encode(),
-         "unknown_type", "type"),
+        (b'{"eventId": "x", "data": ' + b'{"a": ' * 40 + b"1" + b"}" * 41, "invalid_event", None),
+        (
+            json.dumps({**_valid_payment(), "eventId": "evt-\x00-nul-id"}).encode(),
+            "invalid_event",
+            "eventId",
+        ),
+        (
+            json.dumps({**_valid_payment(), "type": "payment.refunded.maybe"}).encode(),
+            "unknown_type",
+            "type",
+        ),
         (b"x" * (RULES.max_bytes + 1), "too_large", None),
     ],
     ids=["nested-5000", "nested-41", "nul-in-id", "unknown-type", "too-large"],
@@ -79,15 +85,17 @@ def test_an_event_on_another_types_queue_is_refused() -> None:
 
 def test_everything_on_the_unroutable_queue_is_an_unknown_type() -> None:
     with pytest.raises(InvalidEvent) as refused:
-        _admit(json.dumps(_valid_payment()).encode(), routed="payment.requestd",
-               queue=UNROUTABLE_QUEUE)  # fmt: skip
+        _admit(
+            json.dumps(_valid_payment()).encode(), routed="payment.requestd", queue=UNROUTABLE_QUEUE
+        )
     assert refused.value.reason == "unknown_type"
 
 
 def test_the_routing_key_header_is_believed_only_off_his_events() -> None:
     forged = {H_ROUTING_KEY: "payment.requested"}
-    from_his = Delivery(b"{}", "fee.posted", forged, queue="huimin.work.claims",
-                        exchange=EVENTS_EXCHANGE)  # fmt: skip
+    from_his = Delivery(
+        b"{}", "fee.posted", forged, queue="huimin.work.claims", exchange=EVENTS_EXCHANGE
+    )
     own_retry = Delivery(b"{}", "huimin.work.money", forged, queue="huimin.work.money")
     assert intake.routed_key(from_his) == "fee.posted"
     assert intake.routed_key(own_retry) == "payment.requested"
@@ -111,8 +119,18 @@ def test_the_sweeper_leaves_an_event_with_a_malformed_id_to_an_operator(tmp_path
     ledger.migrate()
     long_ago = datetime(2026, 1, 1, tzinfo=UTC)
     for event_id in ("e" * 300, "evt-well-formed-1"):
-        ledger.begin_event(NewEvent(event_id, "payment.requested", "HOS00003",
-                                    {"eventId": event_id}, "h", None, {}, long_ago))  # fmt: skip
+        ledger.begin_event(
+            NewEvent(
+                event_id,
+                "payment.requested",
+                "HOS00003",
+                {"eventId": event_id},
+                "h",
+                None,
+                {},
+                long_ago,
+            )
+        )
     swept = Sweeper(ledger, lambda: long_ago + timedelta(days=1), timedelta(minutes=2)).sweep()
     assert swept is not None
     assert [m.message_id for m in swept.messages] == ["evt-well-formed-1"]
@@ -123,9 +141,13 @@ def test_the_sweeper_leaves_an_event_with_a_malformed_id_to_an_operator(tmp_path
 
 def _json_values() -> st.SearchStrategy[Any]:
     scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text()
-    return st.recursive(scalars, lambda inner: st.lists(inner, max_size=4)
-                        | st.dictionaries(st.text(max_size=8), inner, max_size=4),
-                        max_leaves=20)  # fmt: skip
+    return st.recursive(
+        scalars,
+        lambda inner: (
+            st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+        ),
+        max_leaves=20,
+    )
 
 
 def _check_refusal(body: bytes, refused: InvalidEvent) -> None:

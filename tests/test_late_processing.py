@@ -18,8 +18,8 @@ import pytest
 
 from tests.test_worker import event, example, new_order_id, one_result
 from tests.worker_harness import Backend, running, start_worker
-from worker.his import HisSide
-from worker.simulator.server import SimulatorHandle
+from worker.sandbox.his import HisSide
+from worker.sandbox.simulator.server import SimulatorHandle
 
 DEADLINE_S = 1.0
 
@@ -38,9 +38,14 @@ def test_a_payment_processed_after_its_deadline_is_never_sent_again(
     # the platform holds the first request 1.6 s, then charges it: past the 1 s deadline,
     # and after the status queries asked at ~0.5 s and ~1.1 s have said "no such order"
     simulator.add_fault("latency", "HOS00003", times=1, distribution="fixed", ms=1600)
-    settings = backend.settings(simulator.base_url + "/api", call_deadline_s=DEADLINE_S,
-                                read_timeout_s=0.4, connect_timeout_s=0.2,
-                                retry_delays_s=[0.5, 0.5, 0.5], retry_jitter=0.0)  # fmt: skip
+    settings = backend.settings(
+        simulator.base_url + "/api",
+        call_deadline_s=DEADLINE_S,
+        read_timeout_s=0.4,
+        connect_timeout_s=0.2,
+        retry_delays_s=[0.5, 0.5, 0.5],
+        retry_jitter=0.0,
+    )
     order_id = new_order_id()
     with running(start_worker(backend, settings)):
         his.publish(event("payment.requested", example("HOS00003", orderId=order_id)))

@@ -1,8 +1,9 @@
 """Two replicas, one payment, any interleaving: money moves at most once.
 
 A model test over the real pieces (MoneyCall, PlatformClient, the SQLite ledger with its
-start_attempt compare-and-set, deadlines.py), with a fake platform that counts the charges
-that reach it per orderId. Hypothesis chooses an interleaving of the two replicas' steps:
+start_attempt compare-and-set, the retry policy's deadline and lease), with a fake platform
+that counts the charges that reach it per orderId. Hypothesis chooses an interleaving of the
+two replicas' steps:
 
 * a replica's step is what the processor does with one delivery: take the lease (or find it
   held), one MoneyCall step under its own name, then complete or release;
@@ -34,19 +35,20 @@ from hypothesis import strategies as st
 
 from tests.platform_fakes import CREDS, signed
 from tests.platform_fakes import settings as platform_settings
-from worker import envelope
-from worker import events as ev
-from worker.client import PlatformClient
 from worker.clock import FixedClock
-from worker.deadlines import call_deadline, lease_for
-from worker.ledger.base import EventState, Ledger, NewEvent, open_ledger
-from worker.models.examples import EXAMPLES
-from worker.reconcile import MoneyCall
+from worker.contract import events as ev
+from worker.ledger import EventState, Ledger, NewEvent, open_ledger
+from worker.pipeline.money_calls import MoneyCall
+from worker.platform.client import PlatformClient
+from worker.protocol import envelope
+from worker.protocol.models.examples import EXAMPLES
+from worker.retry import RetryPolicy
 
 PAY, QUERY = EXAMPLES["HOS00003"], EXAMPLES["HOS00012"]
 T0 = datetime(2026, 11, 25, 1, 0, tzinfo=UTC)
 SETTINGS = platform_settings(call_deadline_s=45, connect_timeout_s=5)
-DEADLINE, LEASE = call_deadline(SETTINGS), lease_for(SETTINGS)
+POLICY = RetryPolicy.from_settings(SETTINGS)
+DEADLINE, LEASE = POLICY.call_deadline(), POLICY.lease()
 ADVANCES = st.sampled_from([1.0, 20.0, 44.0, 46.0, 79.0, 81.0, 200.0])
 REPLICAS = ("A", "B")
 ACTIONS = st.sampled_from(["advance", "deliver", "work"])
@@ -92,8 +94,11 @@ class World:
     def _status(self) -> httpx.Response:
         if not self.charges[self.order_id]:
             return signed("1000", "订单不存在")
-        return signed("0000", "ok", {**QUERY.response, "orderId": self.order_id,
-                                     "amt": self.prepared.business["amt"]})  # fmt: skip
+        return signed(
+            "0000",
+            "ok",
+            {**QUERY.response, "orderId": self.order_id, "amt": self.prepared.business["amt"]},
+        )
 
     def _pay(self, replica: str) -> httpx.Response:
         self._check_nobody_else_may_send(replica)
@@ -132,12 +137,16 @@ class World:
     def _check_nobody_else_may_send(self, replica: str) -> None:
         now = self.clock()
         for earlier in self.wire:
-            assert now > earlier.started_at + DEADLINE, \
+            assert now > earlier.started_at + DEADLINE, (
                 f"{replica} sent while {earlier.replica}'s request may still reach the platform"
+            )
         record = self.ledger.get_event(self.prepared.event.eventId)
         assert record is not None
-        assert record.lease_owner == replica and record.lease_until is not None \
-            and record.lease_until > now, "sent without holding a live lease"  # fmt: skip
+        assert (
+            record.lease_owner == replica
+            and record.lease_until is not None
+            and record.lease_until > now
+        ), "sent without holding a live lease"
 
     def _meanwhile(self, busy: str) -> None:
         """While `busy` waits for its answer: the clock moves, the other replica works."""
@@ -164,12 +173,14 @@ class World:
             return
         if not self.ledger.try_lease(event_id, replica, now + LEASE, now):
             return  # another replica holds it: the delivery backs off
-        client = PlatformClient(SETTINGS, transport=self.platform(replica), clock=self.clock,
-                                sleep=lambda _: None)  # fmt: skip
+        client = PlatformClient(
+            SETTINGS, transport=self.platform(replica), clock=self.clock, sleep=lambda _: None
+        )
         step = MoneyCall(self.ledger, client, self.prepared, self.clock, owner=replica).step()
         if step.final is not None:
-            self.ledger.complete_event(event_id, step.final.value, {"by": replica},
-                                       self.clock(), release_owner=replica)  # fmt: skip
+            self.ledger.complete_event(
+                event_id, step.final.value, {"by": replica}, self.clock(), release_owner=replica
+            )
         elif not step.lease_lost:
             self.ledger.release_lease(event_id, replica)
 
@@ -189,20 +200,35 @@ class World:
 
 
 def _prepared() -> ev.PreparedEvent:
-    body = {"eventId": "evt-interleaving-0001", "type": "payment.requested",
-            "occurredAt": T0.isoformat(), "data": {**PAY.request}}
-    return ev.prepare(ev.parse_event(json.dumps(body).encode()),
-                      hospital_id=PAY.request["hospitalId"], city_code=PAY.request["cityCode"])
+    body = {
+        "eventId": "evt-interleaving-0001",
+        "type": "payment.requested",
+        "occurredAt": T0.isoformat(),
+        "data": {**PAY.request},
+    }
+    return ev.prepare(
+        ev.parse_event(json.dumps(body).encode()),
+        hospital_id=PAY.request["hospitalId"],
+        city_code=PAY.request["cityCode"],
+    )
 
 
 def _world(directory: str, data: Any) -> World:
     ledger = open_ledger(f"sqlite:///{Path(directory) / 'ledger.db'}")
     ledger.migrate()
     prepared = _prepared()
-    ledger.begin_event(NewEvent(
-        prepared.event.eventId, prepared.event.type, prepared.trans_code,
-        prepared.event.model_dump(mode="json"), prepared.payload_hash, prepared.business_key,
-        prepared.keys, T0))  # fmt: skip
+    ledger.begin_event(
+        NewEvent(
+            prepared.event.eventId,
+            prepared.event.type,
+            prepared.trans_code,
+            prepared.event.model_dump(mode="json"),
+            prepared.payload_hash,
+            prepared.business_key,
+            prepared.keys,
+            T0,
+        )
+    )
     return World(ledger, prepared, data)
 
 
@@ -249,18 +275,25 @@ def test_a_trickling_payment_keeps_the_other_replica_off_until_its_deadline(
     B's status query says "no such order", which proves nothing yet (a request received just
     before the deadline may still be waiting at the platform); asked again once the deadline
     has passed twice over, it does, and B may resend: one charge."""
-    world = _world(str(tmp_path), Script(
-        "never", True,  # A's request never arrives (cut), its answer would have come
-        2,  # meanwhile, two things happen:
-        "work",  # B's delivery: A's lease is live, B backs off without sending
-        "advance", 46.0,  # the clock passes A's deadline (the transport cuts the call)
-    ))  # fmt: skip
+    world = _world(
+        str(tmp_path),
+        Script(
+            "never",
+            True,  # A's request never arrives (cut), its answer would have come
+            2,  # meanwhile, two things happen:
+            "work",  # B's delivery: A's lease is live, B backs off without sending
+            "advance",
+            46.0,  # the clock passes A's deadline (the transport cuts the call)
+        ),
+    )
     world.work("A")
     assert world.charges[world.order_id] == 0
     world.scripted = False
     world.work("B")  # status query: not found, but asked 46 s after A's call: nothing sent
-    assert len([a for a in world.ledger.attempts(world.prepared.event.eventId)
-                if a.purpose == "call"]) == 1  # fmt: skip
+    assert (
+        len([a for a in world.ledger.attempts(world.prepared.event.eventId) if a.purpose == "call"])
+        == 1
+    )
     world.clock.advance(45)
     world.work("B")  # not found, asked past twice A's deadline: resend
     record = world.ledger.get_event(world.prepared.event.eventId)

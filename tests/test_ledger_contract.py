@@ -484,8 +484,9 @@ def test_a_new_event_can_arrive_already_leased(ledger: Ledger) -> None:
 def test_completion_adds_keys_and_releases_the_lease_in_one_step(ledger: Ledger) -> None:
     ledger.begin_event(event("e-done"))
     assert ledger.try_lease("e-done", "w1", at(60), at(0))
-    ledger.complete_event("e-done", "succeeded", {"ok": True}, at(1),
-                          keys={"queryId": "Q-DONE-1"}, release_owner="w1")  # fmt: skip
+    ledger.complete_event(
+        "e-done", "succeeded", {"ok": True}, at(1), keys={"queryId": "Q-DONE-1"}, release_owner="w1"
+    )
     assert [r.event_id for r in ledger.find_events("Q-DONE-1")] == ["e-done"]
     assert ledger.get_event("e-done").lease_owner is None
 
@@ -564,33 +565,38 @@ def test_journal_by_kind_is_newest_first_and_filtered_by_time(ledger: Ledger) ->
 
 
 def _leased(ledger: Ledger, event_id: str, owner: str = "a", until: float = 60) -> None:
-    ledger.begin_event(replace(event(event_id, business_key=None), lease_owner=owner,
-                               lease_until=at(until)))  # fmt: skip
+    ledger.begin_event(
+        replace(event(event_id, business_key=None), lease_owner=owner, lease_until=at(until))
+    )
 
 
 def test_an_attempt_under_a_live_lease_is_recorded_and_extends_the_lease(ledger: Ledger) -> None:
     _leased(ledger, "L1", until=60)
-    ledger.start_attempt("L1", "HOS00003", "SEQ-L1-1", "call", at(10), owner="a",
-                         lease_until=at(100))  # fmt: skip
+    ledger.start_attempt(
+        "L1", "HOS00003", "SEQ-L1-1", "call", at(10), owner="a", lease_until=at(100)
+    )
     record = ledger.get_event("L1")
     assert record is not None
-    assert (record.lease_owner, record.lease_until, record.state) == ("a", at(100),
-                                                                      EventState.IN_FLIGHT)
+    assert (record.lease_owner, record.lease_until, record.state) == (
+        "a",
+        at(100),
+        EventState.IN_FLIGHT,
+    )
     assert [a.platform_seq_id for a in ledger.attempts("L1")] == ["SEQ-L1-1"]
     assert not ledger.try_lease("L1", "b", until=at(200), at=at(80))  # the call's lease holds
 
 
 def test_an_attempt_never_shortens_the_lease(ledger: Ledger) -> None:
     _leased(ledger, "L2", until=100)
-    ledger.start_attempt("L2", "HOS00012", "SEQ-L2-1", "status_query", at(10), owner="a",
-                         lease_until=at(20))  # fmt: skip
+    ledger.start_attempt(
+        "L2", "HOS00012", "SEQ-L2-1", "status_query", at(10), owner="a", lease_until=at(20)
+    )
     record = ledger.get_event("L2")
     assert record is not None and record.lease_until == at(100)
     assert record.state is EventState.RECONCILING
 
 
-@pytest.mark.parametrize("case", ["other-owner", "expired", "taken-over", "completed",
-                                  "released"])  # fmt: skip
+@pytest.mark.parametrize("case", ["other-owner", "expired", "taken-over", "completed", "released"])
 def test_without_a_live_lease_nothing_is_recorded(ledger: Ledger, case: str) -> None:
     _leased(ledger, "L3", until=60)
     owner, now = "a", at(10)
@@ -607,34 +613,44 @@ def test_without_a_live_lease_nothing_is_recorded(ledger: Ledger, case: str) -> 
         ledger.release_lease("L3", "a")
     before = ledger.get_event("L3")
     with pytest.raises(LeaseLost):
-        ledger.start_attempt("L3", "HOS00003", "SEQ-L3-1", "call", now, owner=owner,
-                             lease_until=now + timedelta(seconds=100))  # fmt: skip
+        ledger.start_attempt(
+            "L3",
+            "HOS00003",
+            "SEQ-L3-1",
+            "call",
+            now,
+            owner=owner,
+            lease_until=now + timedelta(seconds=100),
+        )
     assert ledger.attempts("L3") == []
     after = ledger.get_event("L3")
     assert after is not None and before is not None
     assert (after.lease_owner, after.lease_until, after.state) == (
-        before.lease_owner, before.lease_until, before.state)
+        before.lease_owner,
+        before.lease_until,
+        before.state,
+    )
 
 
 def test_a_refused_seq_id_leaves_the_lease_as_it_was(ledger: Ledger) -> None:
     _leased(ledger, "L4", until=60)
-    ledger.start_attempt("L4", "HOS00003", "SEQ-L4-1", "call", at(1), owner="a",
-                         lease_until=at(70))  # fmt: skip
+    ledger.start_attempt("L4", "HOS00003", "SEQ-L4-1", "call", at(1), owner="a", lease_until=at(70))
     with pytest.raises(DuplicateSeqId):
-        ledger.start_attempt("L4", "HOS00003", "SEQ-L4-1", "call", at(2), owner="a",
-                             lease_until=at(500))  # fmt: skip
+        ledger.start_attempt(
+            "L4", "HOS00003", "SEQ-L4-1", "call", at(2), owner="a", lease_until=at(500)
+        )
     record = ledger.get_event("L4")
     assert record is not None and record.lease_until == at(70)
 
 
 def test_an_owned_attempt_on_an_unknown_event_is_a_caller_bug(ledger: Ledger) -> None:
     with pytest.raises(UnknownEvent):
-        ledger.start_attempt("nope", "HOS00003", "SEQ-L5-1", "call", at(1), owner="a",
-                             lease_until=at(100))  # fmt: skip
+        ledger.start_attempt(
+            "nope", "HOS00003", "SEQ-L5-1", "call", at(1), owner="a", lease_until=at(100)
+        )
 
 
-def test_racing_replicas_never_both_hold_the_event(ledger: Ledger,
-                                                   make_ledger: MakeLedger) -> None:  # fmt: skip
+def test_racing_replicas_never_both_hold_the_event(ledger: Ledger, make_ledger: MakeLedger) -> None:
     """Replica a records an attempt under its lease while replica b, whose clock runs ahead,
     finds that lease expired and takes the event, at the same moment, on its own connections:
     exactly one of them wins, every time, and a loser changes nothing."""
@@ -644,12 +660,20 @@ def test_racing_replicas_never_both_hold_the_event(ledger: Ledger,
         _leased(ledger, event_id, until=0.5)
         barrier, got = threading.Barrier(2), {}
 
-        def replica_a(event_id: str = event_id, got: dict = got,
-                      barrier: threading.Barrier = barrier) -> None:  # fmt: skip
+        def replica_a(
+            event_id: str = event_id, got: dict = got, barrier: threading.Barrier = barrier
+        ) -> None:
             barrier.wait()
             try:
-                ledger.start_attempt(event_id, "HOS00003", f"SEQ-{event_id}", "call", at(0),
-                                     owner="a", lease_until=at(2))  # fmt: skip
+                ledger.start_attempt(
+                    event_id,
+                    "HOS00003",
+                    f"SEQ-{event_id}",
+                    "call",
+                    at(0),
+                    owner="a",
+                    lease_until=at(2),
+                )
                 got["a"] = True
             except LeaseLost:
                 got["a"] = False

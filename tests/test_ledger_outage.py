@@ -19,12 +19,12 @@ import pytest
 from tests.test_worker import event, example, new_order_id
 from tests.worker_harness import Backend, running
 from worker.app import build_worker
+from worker.broker.messages import Delivery, Disposition
 from worker.errors import LedgerUnavailable
 from worker.health import worker_checks
-from worker.his import HisSide
 from worker.ledger.base import Ledger
-from worker.messages import Delivery, Disposition
-from worker.simulator.server import SimulatorHandle
+from worker.sandbox.his import HisSide
+from worker.sandbox.simulator.server import SimulatorHandle
 
 BACKENDS = ["memory-sqlite", "rabbitmq-sqlite"]
 EVENTS = 6
@@ -93,8 +93,7 @@ def _results(his: HisSide, wanted: set[str], timeout: float = 30.0) -> dict[str,
 def test_a_ledger_outage_pauses_consuming_holds_the_deliveries_and_resumes_by_itself(
     backend: Backend, simulator: SimulatorHandle, his: HisSide, caplog: pytest.LogCaptureFixture
 ) -> None:
-    settings = backend.settings(simulator.base_url + "/api", concurrency=CONCURRENCY,
-                                prefetch=4)  # fmt: skip
+    settings = backend.settings(simulator.base_url + "/api", concurrency=CONCURRENCY, prefetch=4)
     ledger = FlakyLedger(backend.ledger())
     worker = build_worker(settings, transport=backend.transport(), ledger=ledger)  # type: ignore[arg-type]
     recorder = Recorder(worker.engine.handler)
@@ -103,7 +102,7 @@ def test_a_ledger_outage_pauses_consuming_holds_the_deliveries_and_resumes_by_it
     metric = worker.metrics.registry.get_sample_value
     orders = [new_order_id() for _ in range(EVENTS)]
     payments = [event("payment.requested", example("HOS00003", orderId=o)) for o in orders]
-    with caplog.at_level(logging.INFO, logger="worker.engine"), running(worker):
+    with caplog.at_level(logging.INFO, logger="worker.pipeline.engine"), running(worker):
         time.sleep(0.3)  # the sweeper's first run at start-up is over
         ledger.down.set()
         for payment in payments:
@@ -127,14 +126,18 @@ def test_a_ledger_outage_pauses_consuming_holds_the_deliveries_and_resumes_by_it
     # delivery tag, not redelivered, and RabbitMQ counted no delivery for them
     held = recorder.seen[:during]
     again = {d.tag: d for d in recorder.seen[during:]}
-    assert all(again[d.tag].message_id == d.message_id and not again[d.tag].redelivered
-               and "x-delivery-count" not in again[d.tag].headers for d in held)  # fmt: skip
+    assert all(
+        again[d.tag].message_id == d.message_id
+        and not again[d.tag].redelivered
+        and "x-delivery-count" not in again[d.tag].headers
+        for d in held
+    )
     # RabbitMQ itself returns what it was sending to a consumer as it is cancelled (it counts
     # one delivery): at most a prefetch window, once per outage
     assert sum(d.redelivered for d in recorder.seen) <= 4
     assert metric("huimin_ledger_outages_total") == 1
     assert metric("huimin_consuming_paused") == 0
-    engine_lines = [r for r in caplog.records if r.name == "worker.engine"]
+    engine_lines = [r for r in caplog.records if r.name == "worker.pipeline.engine"]
     assert len([r for r in engine_lines if r.levelno == logging.WARNING]) == 1
     assert len([r for r in engine_lines if "resumed" in r.getMessage()]) == 1
 
@@ -167,7 +170,8 @@ def test_a_ledger_unavailable_escaping_a_handler_pauses_like_a_requeue(
         assert not his.dead_letters(), "an outage is not a handler error"
         down.clear()
         assert _results(his, {payment["eventId"]}) == {
-            payment["eventId"]: "payment.requested.succeeded"}
+            payment["eventId"]: "payment.requested.succeeded"
+        }
 
 
 def test_a_delivery_the_ledger_keeps_refusing_while_it_answers_probes_is_not_held_forever(
@@ -176,8 +180,8 @@ def test_a_delivery_the_ledger_keeps_refusing_while_it_answers_probes_is_not_hel
     # e.g. an id PostgreSQL refuses, misreported as an outage: every probe answers, yet the
     # delivery comes back "ledger unavailable" each time
     from tests.worker_harness import Backend, sqlite_url
-    from worker.pause import HOLD_LIMIT
-    from worker.transport.memory import MemoryBroker
+    from worker.broker.memory import MemoryBroker
+    from worker.pipeline.pause import HOLD_LIMIT
 
     backend = Backend("memory-sqlite", None, sqlite_url(tmp_path), MemoryBroker())
     settings = backend.settings(simulator.base_url + "/api", handler_error_retries=0)
@@ -199,7 +203,8 @@ def test_a_delivery_the_ledger_keeps_refusing_while_it_answers_probes_is_not_hel
         payment = event("payment.requested", example("HOS00003", orderId=new_order_id()))
         his.publish(payment)
         assert _results(his, {payment["eventId"]}) == {
-            payment["eventId"]: "payment.requested.succeeded"}
+            payment["eventId"]: "payment.requested.succeeded"
+        }
     assert len(calls) == HOLD_LIMIT + 1, "held HOLD_LIMIT times, then given up on"
 
 
@@ -207,7 +212,7 @@ def test_a_broker_connection_lost_while_paused_abandons_the_held_deliveries_and_
     tmp_path: Path, simulator: SimulatorHandle
 ) -> None:
     from tests.worker_harness import Backend, sqlite_url
-    from worker.transport.memory import MemoryBroker
+    from worker.broker.memory import MemoryBroker
 
     broker = MemoryBroker()
     backend = Backend("memory-sqlite", None, sqlite_url(tmp_path), broker)
@@ -217,8 +222,9 @@ def test_a_broker_connection_lost_while_paused_abandons_the_held_deliveries_and_
     worker = build_worker(settings, transport=backend.transport(), ledger=ledger)  # type: ignore[arg-type]
     recorder = Recorder(worker.engine.handler)
     worker.engine.handler = recorder
-    payments = [event("payment.requested", example("HOS00003", orderId=new_order_id()))
-                for _ in range(3)]  # fmt: skip
+    payments = [
+        event("payment.requested", example("HOS00003", orderId=new_order_id())) for _ in range(3)
+    ]
     with running(worker):
         time.sleep(0.3)
         ledger.down.set()

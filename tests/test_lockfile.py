@@ -24,11 +24,17 @@ from packaging.utils import canonicalize_name
 ROOT = Path(__file__).resolve().parent.parent
 LOCK = ROOT / "requirements.lock"
 #: the image's interpreter and platform, as `make lock` resolves for
-IMAGE_ENVIRONMENT = {**default_environment(), "python_version": "3.11",
-                     "python_full_version": "3.11.13", "sys_platform": "linux",
-                     "platform_system": "Linux", "os_name": "posix",
-                     "platform_machine": "x86_64", "implementation_name": "cpython",
-                     "platform_python_implementation": "CPython"}  # fmt: skip
+IMAGE_ENVIRONMENT = {
+    **default_environment(),
+    "python_version": "3.11",
+    "python_full_version": "3.11.13",
+    "sys_platform": "linux",
+    "platform_system": "Linux",
+    "os_name": "posix",
+    "platform_machine": "x86_64",
+    "implementation_name": "cpython",
+    "platform_python_implementation": "CPython",
+}
 
 
 @dataclass(frozen=True)
@@ -55,17 +61,20 @@ def parse_lock(text: str) -> dict[str, Pin]:
 def project_requirements() -> list[Requirement]:
     """What the image installs: the dependencies, the `postgres` extra, the build backend."""
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text("utf-8"))
-    texts = [*pyproject["project"]["dependencies"],
-             *pyproject["project"]["optional-dependencies"]["postgres"],
-             *pyproject["build-system"]["requires"]]  # fmt: skip
+    texts = [
+        *pyproject["project"]["dependencies"],
+        *pyproject["project"]["optional-dependencies"]["postgres"],
+        *pyproject["build-system"]["requires"],
+    ]
     return [Requirement(text) for text in texts]
 
 
 def applies(requirement: Requirement, extras: Iterable[str] = ("",)) -> bool:
     if requirement.marker is None:
         return True
-    return any(requirement.marker.evaluate({**IMAGE_ENVIRONMENT, "extra": extra})
-               for extra in extras)  # fmt: skip
+    return any(
+        requirement.marker.evaluate({**IMAGE_ENVIRONMENT, "extra": extra}) for extra in extras
+    )
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +95,8 @@ def test_every_pyproject_dependency_is_locked_within_its_range(pins: dict[str, P
         pin = pins.get(canonicalize_name(requirement.name))
         assert pin, f"{requirement} is not in requirements.lock: run `make lock`"
         assert requirement.specifier.contains(pin.version, prereleases=True), (
-            f"{requirement} does not admit the locked {pin.name}=={pin.version}: run `make lock`")
+            f"{requirement} does not admit the locked {pin.name}=={pin.version}: run `make lock`"
+        )
 
 
 def _installed(name: str) -> metadata.Distribution | None:
@@ -126,18 +136,25 @@ def test_the_lock_holds_everything_the_dependencies_pull_in(pins: dict[str, Pin]
     reached, missing = _closure(pins)
     assert not missing, f"required but not locked (run `make lock`): {sorted(set(missing))}"
     # the build backend's own requirements are followed only where this venv has it installed
-    unknown = {name for name, pin in pins.items()
-               if (dist := _installed(name)) is None or dist.version != pin.version}
+    unknown = {
+        name
+        for name, pin in pins.items()
+        if (dist := _installed(name)) is None or dist.version != pin.version
+    }
     unused = set(pins) - reached
     if unused and unknown:
-        pytest.skip(f"this venv lacks {sorted(unknown)} at the locked versions: cannot tell "
-                    f"whether {sorted(unused)} are used")  # fmt: skip
+        pytest.skip(
+            f"this venv lacks {sorted(unknown)} at the locked versions: cannot tell "
+            f"whether {sorted(unused)} are used"
+        )
     assert not unused, f"locked but unused (run `make lock`): {unused}"
 
 
 def test_parse_lock_reads_pip_s_hash_format() -> None:
-    text = ("# header\nfoo-bar==1.2 \\\n    --hash=sha256:" + "a" * 64 + " \\\n"
-            "    --hash=sha256:" + "b" * 64 + "\n    # via x\nbaz==3\n")  # fmt: skip
+    text = (
+        "# header\nfoo-bar==1.2 \\\n    --hash=sha256:" + "a" * 64 + " \\\n"
+        "    --hash=sha256:" + "b" * 64 + "\n    # via x\nbaz==3\n"
+    )
     parsed = parse_lock(text)
     assert parsed["foo-bar"] == Pin("foo-bar", "1.2", ("a" * 64, "b" * 64))
     assert parsed["baz"].hashes == ()

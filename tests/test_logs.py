@@ -39,12 +39,12 @@ from tests.worker_harness import (
     sqlite_url,
     start_worker,
 )
-from worker.his import HisSide
+from worker.broker.memory import MemoryBroker
 from worker.logs import configure_logging, mask
-from worker.models.examples import ID_NO, MOBILE
+from worker.protocol.models.examples import ID_NO, MOBILE
+from worker.sandbox.his import HisSide
+from worker.sandbox.simulator.server import SimulatorHandle, run_in_thread
 from worker.settings import Settings
-from worker.simulator.server import SimulatorHandle, run_in_thread
-from worker.transport.memory import MemoryBroker
 
 PLATFORM_SECRET = "Lg7QpZ2mX9vK4tRw8sYb3nHc6dJf1aUe"
 BROKER_PASSWORD = "brokerPw-5d1f9c3e7a"
@@ -70,11 +70,14 @@ def log_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LogB
         url = f"amqp://huimin:{BROKER_PASSWORD}@127.0.0.1:5672/unused"
         yield LogBackend(Backend(request.param, None, sqlite_url(tmp_path), MemoryBroker()), url)
         return
-    with _broker_user(request.getfixturevalue("rabbitmq_url")) as broker_url, \
-            postgres_schema(request.getfixturevalue("postgres_url")) as ledger_url:
+    with (
+        _broker_user(request.getfixturevalue("rabbitmq_url")) as broker_url,
+        postgres_schema(request.getfixturevalue("postgres_url")) as ledger_url,
+    ):
         # PostgreSQL trusts local connections: the password travels but is not needed
-        ledger_url = ledger_url.replace("postgresql://postgres@",
-                                        f"postgresql://postgres:{LEDGER_PASSWORD}@")
+        ledger_url = ledger_url.replace(
+            "postgresql://postgres@", f"postgresql://postgres:{LEDGER_PASSWORD}@"
+        )
         yield LogBackend(Backend(request.param, broker_url, ledger_url), broker_url)
 
 
@@ -121,13 +124,16 @@ def run_batch(his: HisSide, simulator: SimulatorHandle) -> dict[str, str]:
     """Publishes the batch, waits for every result; returns {role: eventId}."""
     simulator.add_fault("reject_503", "HOS00001", times=1)
     simulator.add_fault("corrupt_signature", "HOS00029", times=1)
-    invalid_data = example("HOS00025", idNo=OTHER_ID_NO, mobile=OTHER_MOBILE,
-                           treatmentSerialNo="Z" * 40)  # longer than 32: invalid
+    invalid_data = example(
+        "HOS00025", idNo=OTHER_ID_NO, mobile=OTHER_MOBILE, treatmentSerialNo="Z" * 40
+    )  # longer than 32: invalid
     events = {
         "invalid": event("signing.url.requested", invalid_data),
         "signing": event("signing.url.requested", example("HOS00025")),
-        "rejected": event("payment.requested", example("HOS00003", orderId=order_id(),
-                                                       signToken="NOSUCHTOKEN0001")),
+        "rejected": event(
+            "payment.requested",
+            example("HOS00003", orderId=order_id(), signToken="NOSUCHTOKEN0001"),
+        ),
         "retried": event("signing.status.requested", example("HOS00001")),
         "corrupt": event("claim-case.status.requested", example("HOS00029")),
         "paid": event("payment.requested", example("HOS00003", orderId=order_id())),
@@ -144,9 +150,12 @@ def test_logs_carry_no_secret_and_no_unmasked_id_or_phone_number(
 ) -> None:
     backend = log_backend.backend
     settings = backend.settings(
-        simulator.base_url + "/api", platform_secret=PLATFORM_SECRET,
-        broker_url=log_backend.broker_url, log_level="DEBUG", log_format="json",
-    )  # fmt: skip
+        simulator.base_url + "/api",
+        platform_secret=PLATFORM_SECRET,
+        broker_url=log_backend.broker_url,
+        log_level="DEBUG",
+        log_format="json",
+    )
     stream = io.StringIO()
     configure_logging(settings, stream=stream)
     his = backend.his(settings)
@@ -173,16 +182,20 @@ def _log_carelessly(settings: Settings) -> None:
     careless = logging.getLogger("tests.careless")
     body = json.dumps(example("HOS00025", mobile=OTHER_MOBILE), ensure_ascii=False)
     careless.debug("event data %s", body)
-    careless.info("connecting to %s and %s", settings.broker_url.get_secret_value(),
-                  settings.ledger_url.get_secret_value())  # fmt: skip
+    careless.info(
+        "connecting to %s and %s",
+        settings.broker_url.get_secret_value(),
+        settings.ledger_url.get_secret_value(),
+    )
     try:
         raise ValueError(f"bad key {PLATFORM_SECRET} for {OTHER_ID_NO}")
     except ValueError:
         careless.exception("while sealing with %s", PLATFORM_SECRET[:16])
 
 
-def _assert_one_line_per_finished_delivery(lines: list[dict[str, Any]],
-                                           ids: dict[str, str]) -> None:  # fmt: skip
+def _assert_one_line_per_finished_delivery(
+    lines: list[dict[str, Any]], ids: dict[str, str]
+) -> None:
     finished: dict[str, list[dict[str, Any]]] = {}
     for line in lines:
         if line["message"].startswith("delivery finished"):
@@ -193,8 +206,11 @@ def _assert_one_line_per_finished_delivery(lines: list[dict[str, Any]],
     assert invalid["level"] == "WARNING" and invalid["attempts"] == 0
     (rejected,) = by_role["rejected"]
     assert {k: rejected[k] for k in ("event_type", "trans_code", "outcome", "attempts")} == {
-        "event_type": "payment.requested", "trans_code": "HOS00003", "outcome": "failed",
-        "attempts": 1}
+        "event_type": "payment.requested",
+        "trans_code": "HOS00003",
+        "outcome": "failed",
+        "attempts": 1,
+    }
     retry, succeeded = by_role["retried"]
     assert (retry["outcome"], retry["retry"]) == ("retry", 1)
     assert (succeeded["outcome"], succeeded["attempts"]) == ("succeeded", 2)
@@ -220,11 +236,18 @@ class _Shapes(BaseModel):
     occurredAt: datetime
 
 
-_ANY_INPUT = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=40),
-                       st.lists(st.integers(), max_size=5),
-                       st.dictionaries(st.text(max_size=5), st.integers(), max_size=3))
-_PERSONAL_CONTEXT = st.text(st.characters(blacklist_categories=("Nd", "Lu", "Ll", "Cs")),
-                            max_size=20)  # never a digit or a latin letter next to the number
+_ANY_INPUT = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(),
+    st.text(max_size=40),
+    st.lists(st.integers(), max_size=5),
+    st.dictionaries(st.text(max_size=5), st.integers(), max_size=3),
+)
+_PERSONAL_CONTEXT = st.text(
+    st.characters(blacklist_categories=("Nd", "Lu", "Ll", "Cs")), max_size=20
+)  # never a digit or a latin letter next to the number
 
 
 @given(st.dictionaries(st.sampled_from(sorted(_Shapes.model_fields)), _ANY_INPUT))
@@ -237,19 +260,31 @@ def test_mask_keeps_pydantic_messages_and_field_names_intact(values: dict[str, A
         return
     for error in errors:
         field = ".".join(str(part) for part in error["loc"])
-        for text in (f"{field}: {error['msg']}", f"{field}={error['msg']}",
-                     json.dumps({"field": field, "message": error["msg"]}, ensure_ascii=False),
-                     f'"{field}": "{error["msg"]}"'):
+        for text in (
+            f"{field}: {error['msg']}",
+            f"{field}={error['msg']}",
+            json.dumps({"field": field, "message": error["msg"]}, ensure_ascii=False),
+            f'"{field}": "{error["msg"]}"',
+        ):
             assert mask(text) == text
 
 
-@given(st.from_regex(r"[1-6]\d{5}(19|20)\d{2}(0[1-9]|1[0-2])(0[1-9]|[12]\d)\d{3}[\dX]",
-                     fullmatch=True),
-       st.from_regex(r"1[3-9]\d{9}", fullmatch=True), _PERSONAL_CONTEXT, _PERSONAL_CONTEXT)
-def test_mask_still_hides_id_and_phone_numbers(id_no: str, phone: str, before: str,
-                                               after: str) -> None:  # fmt: skip
-    for text in (f"{before}{id_no}{after}", f"{before}{phone}{after}",
-                 json.dumps({"idNo": id_no, "mobile": phone, "message": "Field required"})):
+@given(
+    st.from_regex(
+        r"[1-6]\d{5}(19|20)\d{2}(0[1-9]|1[0-2])(0[1-9]|[12]\d)\d{3}[\dX]", fullmatch=True
+    ),
+    st.from_regex(r"1[3-9]\d{9}", fullmatch=True),
+    _PERSONAL_CONTEXT,
+    _PERSONAL_CONTEXT,
+)
+def test_mask_still_hides_id_and_phone_numbers(
+    id_no: str, phone: str, before: str, after: str
+) -> None:
+    for text in (
+        f"{before}{id_no}{after}",
+        f"{before}{phone}{after}",
+        json.dumps({"idNo": id_no, "mobile": phone, "message": "Field required"}),
+    ):
         masked = mask(text)
         assert id_no not in masked and phone not in masked
     masked = f"{id_no[:6]}********{id_no[-4:]} {phone[:3]}****{phone[-4:]}"
@@ -258,8 +293,10 @@ def test_mask_still_hides_id_and_phone_numbers(id_no: str, phone: str, before: s
 
 def test_mask_hides_secrets_and_chinese_names_but_shows_a_dead_letter_key() -> None:
     assert mask('{"userName": "张三丰", "key": "3f9a0c1d2e4b"}') == (
-        '{"userName": "张**", "key": "3f9a0c1d2e4b"}')
+        '{"userName": "张**", "key": "3f9a0c1d2e4b"}'
+    )
     assert mask("a=1&b=2&key=4117E877F5FA0A01") == "a=1&b=2&key=***"  # the signing string
     assert mask('secret=s3cr3t password: hunter2 "signToken": "TOK123"') == (
-        'secret=*** password: *** "signToken": "***"')
+        'secret=*** password: *** "signToken": "***"'
+    )
     assert mask("platform_secret: Field required") == "platform_secret: Field required"

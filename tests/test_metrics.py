@@ -23,10 +23,9 @@ from tests.test_observability import get as http_get
 from tests.test_observability import obs_settings, scrape, serving, value, wait_until
 from tests.worker_harness import Backend, start_worker
 from worker.app import run_until_signalled, start_health_server
-from worker.client import Attempt
+from worker.broker.messages import Delivery, Disposition
 from worker.errors import LedgerUnavailable
 from worker.health import Checks, HealthServer, worker_checks
-from worker.messages import Delivery, Disposition
 from worker.metrics import (
     MAX_DISCREPANCY_KINDS,
     UnknownOutcomesCollector,
@@ -34,7 +33,8 @@ from worker.metrics import (
     retry_label,
     rt_code_label,
 )
-from worker.simulator.server import SimulatorHandle
+from worker.platform.attempts import Attempt
+from worker.sandbox.simulator.server import SimulatorHandle
 
 NOW = datetime(2025, 9, 1, 8, 30, tzinfo=UTC)
 
@@ -54,19 +54,28 @@ def attempt(**fields: Any) -> Attempt:
 # --- labels ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("fields", "label"), [
-    ({"rt_code": "0000", "http_status": 200}, "0000"),
-    ({"rt_code": "5501", "http_status": 200}, "5501"),
-    ({"rt_code": "7777", "http_status": 200}, "other"),  # an unlisted rtCode stays bounded
-    ({"http_status": 503, "error": "PlatformUnavailable: HTTP 503"}, "http_503"),
-    ({"http_status": 200, "error": "OutcomeUnknown: answer failed verification"},
-     "invalid_response"),
-    ({"error": "OutcomeUnknown: timed out after sending: ReadTimeout()"}, "timeout"),
-    ({"error": "PlatformUnavailable: cannot connect to the platform: ConnectError()"},
-     "connect_error"),
-    ({"error": "OutcomeUnknown: connection failed after sending: RemoteProtocolError()"},
-     "transport_error"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("fields", "label"),
+    [
+        ({"rt_code": "0000", "http_status": 200}, "0000"),
+        ({"rt_code": "5501", "http_status": 200}, "5501"),
+        ({"rt_code": "7777", "http_status": 200}, "other"),  # an unlisted rtCode stays bounded
+        ({"http_status": 503, "error": "PlatformUnavailable: HTTP 503"}, "http_503"),
+        (
+            {"http_status": 200, "error": "OutcomeUnknown: answer failed verification"},
+            "invalid_response",
+        ),
+        ({"error": "OutcomeUnknown: timed out after sending: ReadTimeout()"}, "timeout"),
+        (
+            {"error": "PlatformUnavailable: cannot connect to the platform: ConnectError()"},
+            "connect_error",
+        ),
+        (
+            {"error": "OutcomeUnknown: connection failed after sending: RemoteProtocolError()"},
+            "transport_error",
+        ),
+    ],
+)
 def test_rt_code_label_is_the_rt_code_or_a_bounded_transport_outcome(
     fields: dict[str, Any], label: str
 ) -> None:
@@ -81,8 +90,7 @@ def test_platform_requests_are_counted_with_bounded_trans_codes() -> None:
     m = metrics()
     m.request_finished(attempt(rt_code="0000", http_status=200, duration_s=0.2))
     m.request_finished(Attempt("HOS99999", "seq", NOW, rt_code="0000", http_status=200))
-    assert sample(m, "huimin_platform_requests_total", trans_code="HOS00003",
-                  rt_code="0000") == 1  # fmt: skip
+    assert sample(m, "huimin_platform_requests_total", trans_code="HOS00003", rt_code="0000") == 1
     assert sample(m, "huimin_platform_requests_total", trans_code="other", rt_code="0000") == 1
     assert sample(m, "huimin_platform_request_seconds_sum", trans_code="HOS00003") == 0.2
 
@@ -108,40 +116,56 @@ def test_a_decided_result_counts_its_outcome_and_latency() -> None:
     m = metrics()
     occurred = datetime.now(UTC) - timedelta(seconds=3)
     m.delivery_received(delivery())
-    m.delivery_done(delivery(), Disposition(event_type="payment.requested", label="succeeded",
-                                            outcome="succeeded", occurred_at=occurred,
-                                            trans_code="HOS00003",
-                                            reconciliation="succeeded"), 0.05)  # fmt: skip
+    m.delivery_done(
+        delivery(),
+        Disposition(
+            event_type="payment.requested",
+            label="succeeded",
+            outcome="succeeded",
+            occurred_at=occurred,
+            trans_code="HOS00003",
+            reconciliation="succeeded",
+        ),
+        0.05,
+    )
     assert sample(m, "huimin_events_received_total", event_type="payment.requested") == 1
-    assert sample(m, "huimin_events_finished_total", event_type="payment.requested",
-                  outcome="succeeded") == 1  # fmt: skip
+    assert (
+        sample(
+            m, "huimin_events_finished_total", event_type="payment.requested", outcome="succeeded"
+        )
+        == 1
+    )
     latency = sample(m, "huimin_event_result_latency_seconds_sum", event_type="payment.requested")
     assert latency is not None and 3 <= latency < 10
-    assert sample(m, "huimin_reconciliations_total", trans_code="HOS00003",
-                  result="succeeded") == 1  # fmt: skip
+    assert sample(m, "huimin_reconciliations_total", trans_code="HOS00003", result="succeeded") == 1
 
 
 def test_retries_dead_letters_and_unknown_labels_stay_bounded() -> None:
     m = metrics()
-    m.delivery_done(delivery("no.such.type"), Disposition(label="dead_lettered",
-                                                          reason="invalid_event"), 0.01)
+    m.delivery_done(
+        delivery("no.such.type"), Disposition(label="dead_lettered", reason="invalid_event"), 0.01
+    )
     m.delivery_done(delivery(), Disposition(label="retry", retry=9), 0.01)
     m.delivery_done(delivery(), Disposition(label="dead_lettered", reason="made-up"), 0.01)
     m.delivery_done(delivery(), Disposition(label="weird"), 0.01)
-    assert sample(m, "huimin_events_finished_total", event_type="other",
-                  outcome="dead_lettered") == 1  # fmt: skip
+    assert (
+        sample(m, "huimin_events_finished_total", event_type="other", outcome="dead_lettered") == 1
+    )
     assert sample(m, "huimin_retries_scheduled_total", retry="6+") == 1
     assert sample(m, "huimin_dead_lettered_total", reason="invalid_event") == 1
     assert sample(m, "huimin_dead_lettered_total", reason="other") == 1
-    assert sample(m, "huimin_events_finished_total", event_type="payment.requested",
-                  outcome="other") == 1  # fmt: skip
+    assert (
+        sample(m, "huimin_events_finished_total", event_type="payment.requested", outcome="other")
+        == 1
+    )
 
 
 def test_the_sweepers_job_is_not_an_event() -> None:
     m = metrics()
     m.delivery_done(None, Disposition(label="swept"), 0.01)
-    assert not [s for f in m.registry.collect() if f.name == "huimin_events_finished"
-                for s in f.samples]  # fmt: skip
+    assert not [
+        s for f in m.registry.collect() if f.name == "huimin_events_finished" for s in f.samples
+    ]
 
 
 def test_alerted_series_exist_at_zero_from_the_start() -> None:
@@ -180,8 +204,13 @@ class FakeLedger:
             raise LedgerUnavailable("down")
         return {"received": 0, "reconciling": self.reconciling, "completed": 9}
 
-    def recent_events(self, since: datetime | None = None, event_type: str | None = None,
-                      outcome: str | None = None, limit: int = 100) -> list[object]:  # fmt: skip
+    def recent_events(
+        self,
+        since: datetime | None = None,
+        event_type: str | None = None,
+        outcome: str | None = None,
+        limit: int = 100,
+    ) -> list[object]:
         self.reads.append({"since": since, "outcome": outcome, "limit": limit})
         return [object()] * self.unknown
 
@@ -196,8 +225,9 @@ def test_unknown_outcomes_come_from_stats_and_recent_unknown_results() -> None:
     m.watch_ledger(ledger, lambda: NOW)  # type: ignore[arg-type]
     assert sample(m, "huimin_outcomes_unknown", state="reconciling") == 2
     assert sample(m, "huimin_outcomes_unknown", state="unresolved") == 3
-    assert ledger.reads == [{"since": NOW - timedelta(hours=24), "outcome": "unknown",
-                             "limit": 1000}]  # fmt: skip
+    assert ledger.reads == [
+        {"since": NOW - timedelta(hours=24), "outcome": "unknown", "limit": 1000}
+    ]
 
 
 def test_the_gauge_is_cached_between_scrapes_and_absent_when_the_ledger_fails() -> None:
@@ -218,13 +248,17 @@ def test_registration_does_not_read_the_ledger() -> None:
 
 
 def test_nothing_registers_on_the_global_registry() -> None:
-    code = ("import worker.app, worker.metrics, worker.health\n"
-            "from prometheus_client import REGISTRY\n"
-            "from worker.app import build_metrics\nfrom worker.settings import Settings\n"
-            "build_metrics(Settings()); build_metrics(Settings())\n"
-            "print([n for n in REGISTRY._names_to_collectors if n.startswith('huimin')])")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, timeout=60)  # fmt: skip
+    code = (
+        "import worker.app, worker.metrics, worker.health\n"
+        "from prometheus_client import REGISTRY\n"
+        "from worker.app import build_metrics\nfrom worker.retry import RetryPolicy\n"
+        "from worker.settings import Settings\npolicy = RetryPolicy.from_settings(Settings())\n"
+        "build_metrics(policy); build_metrics(policy)\n"
+        "print([n for n in REGISTRY._names_to_collectors if n.startswith('huimin')])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
     assert out.stdout.strip() == "[]"
 
 
@@ -248,8 +282,7 @@ def test_the_endpoints_answer_what_the_checks_say() -> None:
         assert get(server.url + "/readyz") == (200, '{"ready": true, "failing": []}')
         state.update(alive=False, failing=["ledger"])
         assert get(server.url + "/healthz")[0] == 503
-        assert json.loads(get(server.url + "/readyz")[1]) == {"ready": False,
-                                                              "failing": ["ledger"]}
+        assert json.loads(get(server.url + "/readyz")[1]) == {"ready": False, "failing": ["ledger"]}
         status, body = get(server.url + "/metrics")
         assert status == 200 and "huimin_broker_connected 0.0" in body
         assert get(server.url + "/nope")[0] == 404

@@ -18,17 +18,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from worker.errors import AbolishedTransaction, GiveUp, UnknownTransaction, ValidationFailed
-from worker.models import (
+from worker.protocol.models.base import MAX_FEN, EmptyResponse
+from worker.protocol.models.examples import EXAMPLES
+from worker.protocol.registry import (
     ABOLISHED,
-    EXAMPLES,
     TRANSACTIONS,
-    EmptyResponse,
+    WorkClass,
     get_transaction,
     to_wire,
     validate_request,
     validate_response,
 )
-from worker.models.base import MAX_FEN
 
 Side = Literal["request", "response"]
 DELETE = object()  # the sentinel for "remove this field"
@@ -98,54 +98,112 @@ def too_long(side: Side, path: str, limit: int, char: str = "9") -> Breakage:
 
 #: per transaction: a missing M field, an over-long field, a bad code (or wrong type)
 BREAKAGES: dict[str, tuple[Breakage, Breakage, Breakage]] = {
-    "HOS00025": (missing("request", "mobile"), too_long("request", "idNo", 32),
-                 Breakage("request", "mobile", 13800000001)),
-    "HOS00001": (missing("request", "treatmentSerialNo"), too_long("request", "userName", 64, "张"),
-                 Breakage("request", "idType", "07")),
-    "HOS00003": (missing("request", "signToken"), too_long("request", "orderId", 40),
-                 Breakage("request", "orderType", "7")),
-    "HOS00004": (missing("request", "origOrderId"), too_long("request", "cityCode", 6),
-                 Breakage("response", "orderStatus", "99")),
-    "HOST0014": (missing("request", "trialId"), too_long("request", "setlId", 32),
-                 Breakage("request", "settleAmt", 700000.0)),
-    "HOS00014": (missing("request", "grAmt"), too_long("request", "treatmentSerialNo", 20),
-                 Breakage("response", "orderList.1.orderStatus", "5")),
-    "HOS00016": (missing("request", "type"), too_long("request", "orderId", 40),
-                 Breakage("request", "type", "03")),
-    "HOS00012": (missing("response", "tradeNo"), too_long("request", "hospitalId", 40),
-                 Breakage("response", "orderStatus", "04")),
-    "HOS00013": (missing("request", "settleDate"), too_long("response", "settleFileUrl", 1024),
-                 Breakage("request", "settleDate", 20250901)),
-    "HOS00020": (missing("request", "treatmentTime"), too_long("request", "address", 256),
-                 Breakage("request", "dischargeState", "3")),
-    "HOS00021": (missing("request", "diagnosisList.0.diseaseCode"),
-                 too_long("request", "chiefComplaint", 1024),
-                 Breakage("request", "gender", 3)),
-    "HOS00022": (missing("request", "feeList.0.detailList.0.itemNo"),
-                 too_long("request", "feeList.0.payId", 128),
-                 Breakage("request", "expenMode", "0010")),
-    "HOS00023": (missing("request", "billList.0.elecSetlCertChkcode"),
-                 too_long("request", "fixmedinsName", 200),
-                 Breakage("request", "billList.0.rcptDcType", "X")),
-    "HOS00024": (missing("request", "reviewingDoctor"),
-                 too_long("request", "examinationList.0.inspectionName", 32),
-                 Breakage("request", "gender", "3")),
-    "HOS00026": (missing("request", "idNo"), too_long("request", "idNo", 18),
-                 Breakage("request", "treatmentSerialNo", 123)),
-    "HOS00027": (missing("request", "status"), too_long("request", "treatmentSerialNo", 128),
-                 Breakage("request", "status", "3")),
-    "HOS00028": (missing("request", "imageBase64"), too_long("request", "fileType", 3, "p"),
-                 Breakage("request", "imageType", "3002")),
-    "HOS00029": (missing("request", "hospitalId"), too_long("response", "insuranceId", 8),
-                 Breakage("response", "claimNode", "5")),
-    "HIS00002": (missing("request", "file"), too_long("request", "idNo", 32),
-                 Breakage("request", "claimType", "3")),
-    "HIS00003": (missing("request", "medType"),
-                 too_long("response", "treatmentList.0.departmentName", 64),
-                 Breakage("request", "medType", "0050")),
-    "HIS00004": (missing("request", "claimNode"), too_long("request", "insuranceId", 8),
-                 Breakage("request", "claimNode", "5")),
-}  # fmt: skip
+    "HOS00025": (
+        missing("request", "mobile"),
+        too_long("request", "idNo", 32),
+        Breakage("request", "mobile", 13800000001),
+    ),
+    "HOS00001": (
+        missing("request", "treatmentSerialNo"),
+        too_long("request", "userName", 64, "张"),
+        Breakage("request", "idType", "07"),
+    ),
+    "HOS00003": (
+        missing("request", "signToken"),
+        too_long("request", "orderId", 40),
+        Breakage("request", "orderType", "7"),
+    ),
+    "HOS00004": (
+        missing("request", "origOrderId"),
+        too_long("request", "cityCode", 6),
+        Breakage("response", "orderStatus", "99"),
+    ),
+    "HOST0014": (
+        missing("request", "trialId"),
+        too_long("request", "setlId", 32),
+        Breakage("request", "settleAmt", 700000.0),
+    ),
+    "HOS00014": (
+        missing("request", "grAmt"),
+        too_long("request", "treatmentSerialNo", 20),
+        Breakage("response", "orderList.1.orderStatus", "5"),
+    ),
+    "HOS00016": (
+        missing("request", "type"),
+        too_long("request", "orderId", 40),
+        Breakage("request", "type", "03"),
+    ),
+    "HOS00012": (
+        missing("response", "tradeNo"),
+        too_long("request", "hospitalId", 40),
+        Breakage("response", "orderStatus", "04"),
+    ),
+    "HOS00013": (
+        missing("request", "settleDate"),
+        too_long("response", "settleFileUrl", 1024),
+        Breakage("request", "settleDate", 20250901),
+    ),
+    "HOS00020": (
+        missing("request", "treatmentTime"),
+        too_long("request", "address", 256),
+        Breakage("request", "dischargeState", "3"),
+    ),
+    "HOS00021": (
+        missing("request", "diagnosisList.0.diseaseCode"),
+        too_long("request", "chiefComplaint", 1024),
+        Breakage("request", "gender", 3),
+    ),
+    "HOS00022": (
+        missing("request", "feeList.0.detailList.0.itemNo"),
+        too_long("request", "feeList.0.payId", 128),
+        Breakage("request", "expenMode", "0010"),
+    ),
+    "HOS00023": (
+        missing("request", "billList.0.elecSetlCertChkcode"),
+        too_long("request", "fixmedinsName", 200),
+        Breakage("request", "billList.0.rcptDcType", "X"),
+    ),
+    "HOS00024": (
+        missing("request", "reviewingDoctor"),
+        too_long("request", "examinationList.0.inspectionName", 32),
+        Breakage("request", "gender", "3"),
+    ),
+    "HOS00026": (
+        missing("request", "idNo"),
+        too_long("request", "idNo", 18),
+        Breakage("request", "treatmentSerialNo", 123),
+    ),
+    "HOS00027": (
+        missing("request", "status"),
+        too_long("request", "treatmentSerialNo", 128),
+        Breakage("request", "status", "3"),
+    ),
+    "HOS00028": (
+        missing("request", "imageBase64"),
+        too_long("request", "fileType", 3, "p"),
+        Breakage("request", "imageType", "3002"),
+    ),
+    "HOS00029": (
+        missing("request", "hospitalId"),
+        too_long("response", "insuranceId", 8),
+        Breakage("response", "claimNode", "5"),
+    ),
+    "HIS00002": (
+        missing("request", "file"),
+        too_long("request", "idNo", 32),
+        Breakage("request", "claimType", "3"),
+    ),
+    "HIS00003": (
+        missing("request", "medType"),
+        too_long("response", "treatmentList.0.departmentName", 64),
+        Breakage("request", "medType", "0050"),
+    ),
+    "HIS00004": (
+        missing("request", "claimNode"),
+        too_long("request", "insuranceId", 8),
+        Breakage("request", "claimNode", "5"),
+    ),
+}
 
 
 def test_every_transaction_has_an_example_and_breakages() -> None:
@@ -408,20 +466,28 @@ def test_unknown_trans_code_is_rejected() -> None:
 
 def test_money_moving_calls_and_how_they_are_reconciled() -> None:
     money = {code: t for code, t in TRANSACTIONS.items() if t.moves_money}
-    assert {code: (t.status_query, t.business_key) for code, t in money.items()} == {
+    reconciled_by = {
+        code: (t.status_query.trans_code if t.status_query else None, t.business_key)
+        for code, t in money.items()
+    }
+    assert reconciled_by == {
         "HOS00003": ("HOS00012", "orderId"),
         "HOS00004": ("HOS00012", "orderId"),
         "HOS00014": ("HOS00016", "orderId"),
     }
     assert get_transaction("HOST0014").business_key == "trialId"
-    assert {get_transaction(c).status_query for c in ("HOS00026", "HOS00027")} == {"HOS00029"}
+    # claim cases are retried, never reconciled: HOS00029 is the HIS's own question
+    # (docs/protocol-notes.md, "Claim cases have no status query")
+    assert {get_transaction(c).status_query for c in ("HOS00026", "HOS00027")} == {None}
 
 
 def test_status_queries_are_read_only_queries() -> None:
-    queries = {code for code, t in TRANSACTIONS.items() if t.is_query}
-    assert queries == {"HOS00001", "HOS00012", "HOS00013", "HOS00016", "HOS00029"}
-    targets = {t.status_query for t in TRANSACTIONS.values() if t.status_query}
-    assert targets <= queries
+    targets = {t.status_query.trans_code for t in TRANSACTIONS.values() if t.status_query}
+    assert targets == {"HOS00012", "HOS00016"}
+    for code in targets:
+        query = get_transaction(code)
+        assert (query.moves_money, query.status_query) == (False, None)
+        assert query.work_class is WorkClass.QUERIES
 
 
 def test_directions_follow_the_trans_code_prefix() -> None:

@@ -38,9 +38,9 @@ from tests.worker_harness import (
     start_worker,
 )
 from worker.app import Worker, start_health_server
-from worker.his import HisSide, ReceivedResult
-from worker.models.examples import EXAMPLES
-from worker.simulator.server import SimulatorHandle
+from worker.protocol.models.examples import EXAMPLES
+from worker.sandbox.his import HisSide, ReceivedResult
+from worker.sandbox.simulator.server import SimulatorHandle
 
 ROOT = Path(__file__).resolve().parents[1]
 ALERTS = ROOT / "helm" / "huimin-worker" / "files" / "alerts.yaml"
@@ -66,15 +66,15 @@ def promtool() -> str:
     pytest.skip(message)
 
 
-def run_promtool(promtool: str, *args: str, stdin: str | None = None,
-                 cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:  # fmt: skip
-    return subprocess.run([promtool, *args], input=stdin, capture_output=True, text=True,
-                          cwd=cwd, timeout=120)  # fmt: skip
+def run_promtool(
+    promtool: str, *args: str, stdin: str | None = None, cwd: Path = ROOT
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [promtool, *args], input=stdin, capture_output=True, text=True, cwd=cwd, timeout=120
+    )
 
 
 # --- backends (as in tests/test_worker.py, on fewer combinations) ---------------------------
-
-
 
 
 # --- running the worker with its health server -----------------------------------------------
@@ -113,8 +113,9 @@ def serving(worker: Worker) -> Iterator[Served]:
 
 
 def obs_settings(backend: Backend, simulator: SimulatorHandle, **overrides: Any) -> Any:
-    return backend.settings(simulator.base_url + "/api", metrics_host="127.0.0.1",
-                            metrics_port=free_port(), **overrides)  # fmt: skip
+    return backend.settings(
+        simulator.base_url + "/api", metrics_host="127.0.0.1", metrics_port=free_port(), **overrides
+    )
 
 
 def get(url: str) -> tuple[int, str, str]:
@@ -152,8 +153,12 @@ def wait_until(condition: Any, timeout: float = 15.0, what: str = "condition") -
 
 
 def event(event_type: str, data: dict[str, Any]) -> dict[str, Any]:
-    return {"eventId": f"evt-{uuid.uuid4().hex}", "type": event_type,
-            "occurredAt": datetime.now(UTC).isoformat(), "data": data}  # fmt: skip
+    return {
+        "eventId": f"evt-{uuid.uuid4().hex}",
+        "type": event_type,
+        "occurredAt": datetime.now(UTC).isoformat(),
+        "data": data,
+    }
 
 
 def example(code: str, **changes: Any) -> dict[str, Any]:
@@ -182,8 +187,10 @@ def run_mixed_batch(his: HisSide, simulator: SimulatorHandle) -> dict[str, str]:
     paid = event("payment.requested", example("HOS00003", orderId=order_id()))
     batch = [
         paid,
-        event("payment.requested", example("HOS00003", orderId=order_id(),
-                                           signToken="NOSUCHTOKEN0001")),  # rejected: 0001
+        event(
+            "payment.requested",
+            example("HOS00003", orderId=order_id(), signToken="NOSUCHTOKEN0001"),
+        ),  # rejected: 0001
         event("payment.requested", example("HOS00003", amt="100")),  # invalid
         event("signing.status.requested", example("HOS00001")),  # 503 once, then fine
         event("claim-case.status.requested", example("HOS00029")),  # bad signature once
@@ -209,15 +216,26 @@ def test_a_mixed_batch_moves_the_counters_and_promtool_accepts_the_exposition(
         with serving(start_worker(backend, settings)) as served:
             outcomes = run_mixed_batch(his, simulator)
             # the last confirm is counted just after the result reached the HIS
-            wait_until(lambda: value(scrape(served.url)[1], "huimin_result_confirms_total",
-                                     result="ack") >= 14, what="14 confirms")  # fmt: skip
+            wait_until(
+                lambda: (
+                    value(scrape(served.url)[1], "huimin_result_confirms_total", result="ack") >= 14
+                ),
+                what="14 confirms",
+            )
             text, samples = scrape(served.url)
             assert get(served.url + "/healthz")[0] == 200
             assert get(served.url + "/readyz")[0] == 200
     finally:
         his.close()
     assert sorted(k.rsplit(".", 1)[1] for k in outcomes.values()) == [
-        "failed", "failed", "failed", "succeeded", "succeeded", "succeeded", "succeeded"]
+        "failed",
+        "failed",
+        "failed",
+        "succeeded",
+        "succeeded",
+        "succeeded",
+        "succeeded",
+    ]
     _assert_counters(samples)
     checked = run_promtool(promtool, "check", "metrics", stdin=text)
     assert checked.returncode == 0 and not checked.stdout.strip(), checked.stdout + checked.stderr
@@ -227,19 +245,32 @@ def _assert_counters(samples: Samples) -> None:
     def v(name: str, **labels: str) -> float:
         return value(samples, name, **labels)
 
-    pay, sign, claim, patient = ("payment.requested", "signing.status.requested",
-                                 "claim-case.status.requested", "patient.posted")  # fmt: skip
+    pay, sign, claim, patient = (
+        "payment.requested",
+        "signing.status.requested",
+        "claim-case.status.requested",
+        "patient.posted",
+    )
     # lost (2 deliveries) + paid + rejected + invalid + duplicate; the others once plus a retry
     assert v("huimin_events_received_total", event_type=pay) == 6
     for other in (sign, claim, patient):
         assert v("huimin_events_received_total", event_type=other) == 2, other
-    finished = {(dict(labels)["event_type"], dict(labels)["outcome"]): count
-                for (name, labels), count in samples.items()
-                if name == "huimin_events_finished_total" and count}  # fmt: skip
+    finished = {
+        (dict(labels)["event_type"], dict(labels)["outcome"]): count
+        for (name, labels), count in samples.items()
+        if name == "huimin_events_finished_total" and count
+    }
     assert finished == {
-        (pay, "succeeded"): 2, (pay, "failed"): 2, (pay, "retry"): 1, (pay, "republished"): 1,
-        (sign, "retry"): 1, (sign, "succeeded"): 1, (claim, "retry"): 1, (claim, "succeeded"): 1,
-        (patient, "retry"): 1, (patient, "failed"): 1,
+        (pay, "succeeded"): 2,
+        (pay, "failed"): 2,
+        (pay, "retry"): 1,
+        (pay, "republished"): 1,
+        (sign, "retry"): 1,
+        (sign, "succeeded"): 1,
+        (claim, "retry"): 1,
+        (claim, "succeeded"): 1,
+        (patient, "retry"): 1,
+        (patient, "failed"): 1,
     }
     assert v("huimin_event_processing_seconds_count", event_type=pay) == 6
     # results decided from a parsed event: the invalid one has no trustworthy occurredAt
@@ -247,13 +278,21 @@ def _assert_counters(samples: Samples) -> None:
     assert v("huimin_retries_scheduled_total", retry="1") == 4
     assert v("huimin_dead_lettered_total", reason="invalid_event") == 1
     assert v("huimin_dead_lettered_total", reason="retries_exhausted") == 1
-    requests = {(dict(labels)["trans_code"], dict(labels)["rt_code"]): count
-                for (name, labels), count in samples.items()
-                if name == "huimin_platform_requests_total"}  # fmt: skip
+    requests = {
+        (dict(labels)["trans_code"], dict(labels)["rt_code"]): count
+        for (name, labels), count in samples.items()
+        if name == "huimin_platform_requests_total"
+    }
     assert requests == {
-        ("HOS00003", "timeout"): 1, ("HOS00012", "0000"): 1, ("HOS00003", "0000"): 1,
-        ("HOS00003", "0001"): 1, ("HOS00001", "http_503"): 1, ("HOS00001", "0000"): 1,
-        ("HOS00029", "invalid_response"): 1, ("HOS00029", "0000"): 1, ("HOS00020", "http_503"): 2,
+        ("HOS00003", "timeout"): 1,
+        ("HOS00012", "0000"): 1,
+        ("HOS00003", "0000"): 1,
+        ("HOS00003", "0001"): 1,
+        ("HOS00001", "http_503"): 1,
+        ("HOS00001", "0000"): 1,
+        ("HOS00029", "invalid_response"): 1,
+        ("HOS00029", "0000"): 1,
+        ("HOS00020", "http_503"): 2,
     }
     assert v("huimin_platform_request_seconds_count", trans_code="HOS00003") == 3
     assert v("huimin_signature_failures_total", direction="response") == 1
@@ -279,10 +318,18 @@ def test_an_unsettled_reconciliation_shows_as_an_unknown_outcome(
         result = his.next_result(20)
         _, samples = scrape(served.url)
     assert result.routing_key == "payment.requested.unknown"
-    assert value(samples, "huimin_events_finished_total", event_type="payment.requested",
-                 outcome="unknown") == 1  # fmt: skip
-    assert value(samples, "huimin_reconciliations_total", trans_code="HOS00003",
-                 result="pending") == 1  # fmt: skip
+    assert (
+        value(
+            samples,
+            "huimin_events_finished_total",
+            event_type="payment.requested",
+            outcome="unknown",
+        )
+        == 1
+    )
+    assert (
+        value(samples, "huimin_reconciliations_total", trans_code="HOS00003", result="pending") == 1
+    )
     assert value(samples, "huimin_outcomes_unknown", state="unresolved") == 1
 
 
@@ -301,11 +348,19 @@ def test_alert_rules_pass_their_promtool_unit_tests(promtool: str) -> None:
 
 
 def test_every_alert_has_a_firing_unit_test_and_a_runbook_section() -> None:
-    alerts = [rule["alert"] for group in yaml.safe_load(ALERTS.read_text("utf-8"))["groups"]
-              for rule in group["rules"] if "alert" in rule]  # fmt: skip
-    fired = {case["alertname"] for path in PROMTOOL_TESTS
-             for test in yaml.safe_load(path.read_text("utf-8"))["tests"]
-             for case in test.get("alert_rule_test", []) if case.get("exp_alerts")}  # fmt: skip
+    alerts = [
+        rule["alert"]
+        for group in yaml.safe_load(ALERTS.read_text("utf-8"))["groups"]
+        for rule in group["rules"]
+        if "alert" in rule
+    ]
+    fired = {
+        case["alertname"]
+        for path in PROMTOOL_TESTS
+        for test in yaml.safe_load(path.read_text("utf-8"))["tests"]
+        for case in test.get("alert_rule_test", [])
+        if case.get("exp_alerts")
+    }
     assert len(alerts) >= 7 and set(alerts) <= fired, set(alerts) - fired
     headings = re.findall(r"^#{2,4} (Huimin\w+)", OPERATIONS_DOC.read_text("utf-8"), re.M)
     assert set(alerts) <= set(headings), set(alerts) - set(headings)
@@ -323,8 +378,13 @@ def dashboard_exprs() -> list[str]:
 
 # Grafana's built-in range variables and the dashboard's own (namespace, release's job), as
 # Prometheus would see them after interpolation
-GRAFANA_VARIABLES = {"$__rate_interval": "5m", "$__interval": "1m", "$__range": "6h",
-                     "$namespace": "prod", "$job": "hw-huimin-worker"}  # fmt: skip
+GRAFANA_VARIABLES = {
+    "$__rate_interval": "5m",
+    "$__interval": "1m",
+    "$__range": "6h",
+    "$namespace": "prod",
+    "$job": "hw-huimin-worker",
+}
 
 
 def test_every_dashboard_query_parses(promtool: str, tmp_path: Path) -> None:
@@ -350,12 +410,19 @@ def test_dashboard_and_alerts_only_query_metrics_the_worker_exposes() -> None:
     registry = CollectorRegistry()
     WorkerMetrics(registry, retry_schedule_length=3)
     families = {f.name for f in registry.collect()} | {UnknownOutcomesCollector.NAME}
-    exposed = {f + suffix for f in families for suffix in ("", "_total", "_bucket", "_sum",
-                                                           "_count")}  # fmt: skip
-    alert_exprs = [rule["expr"] for group in yaml.safe_load(ALERTS.read_text("utf-8"))["groups"]
-                   for rule in group["rules"]]  # fmt: skip
-    used = {name for expr in [*dashboard_exprs(), *alert_exprs]
-            for name in re.findall(r"\bhuimin_[a-z0-9_]+", expr)}  # fmt: skip
+    exposed = {
+        f + suffix for f in families for suffix in ("", "_total", "_bucket", "_sum", "_count")
+    }
+    alert_exprs = [
+        rule["expr"]
+        for group in yaml.safe_load(ALERTS.read_text("utf-8"))["groups"]
+        for rule in group["rules"]
+    ]
+    used = {
+        name
+        for expr in [*dashboard_exprs(), *alert_exprs]
+        for name in re.findall(r"\bhuimin_[a-z0-9_]+", expr)
+    }
     assert used and used <= exposed, used - exposed
     shown = {re.sub(r"_(total|bucket|sum|count)$", "", name) for name in used}
     assert families <= shown, f"metrics on no dashboard panel or alert: {families - shown}"
@@ -370,8 +437,12 @@ BROKER_SCOPE = SCOPE | {"vhost", "queue"}
 
 
 def alert_rules() -> list[dict[str, Any]]:
-    return [rule for group in yaml.safe_load(ALERTS.read_text("utf-8"))["groups"]
-            for rule in group["rules"] if "alert" in rule]  # fmt: skip
+    return [
+        rule
+        for group in yaml.safe_load(ALERTS.read_text("utf-8"))["groups"]
+        for rule in group["rules"]
+        if "alert" in rule
+    ]
 
 
 def test_every_alert_keeps_the_release_scoping_labels() -> None:
@@ -389,8 +460,10 @@ def test_every_alert_keeps_the_release_scoping_labels() -> None:
 
 
 def test_every_alert_links_its_runbook_section() -> None:
-    anchors = {re.sub(r"[^a-z0-9-]", "", heading.lower()) for heading in re.findall(
-        r"^#{2,4} (.+)$", OPERATIONS_DOC.read_text("utf-8"), re.M)}
+    anchors = {
+        re.sub(r"[^a-z0-9-]", "", heading.lower())
+        for heading in re.findall(r"^#{2,4} (.+)$", OPERATIONS_DOC.read_text("utf-8"), re.M)
+    }
     for rule in alert_rules():
         url = rule["annotations"]["runbook_url"]
         assert url == f"docs/operations.md#{rule['alert'].lower()}", rule["alert"]

@@ -19,18 +19,18 @@ import pytest
 from tests.test_worker import event, example, new_order_id
 from tests.worker_harness import Backend, running, start_worker
 from worker.app import build_worker
-from worker.errors import UnpublishableMessage
-from worker.his import HisSide
-from worker.messages import Delivery, Disposition, Outgoing
-from worker.simulator.server import SimulatorHandle
-from worker.topology import (
+from worker.broker.base import Transport
+from worker.broker.messages import Delivery, Disposition, Outgoing
+from worker.broker.topology import (
     DEAD_LETTER_QUEUE,
     H_ERROR,
     H_HANDLER_ERRORS,
     H_REASON,
     RESULTS_EXCHANGE,
 )
-from worker.transport import Transport
+from worker.errors import UnpublishableMessage
+from worker.sandbox.his import HisSide
+from worker.sandbox.simulator.server import SimulatorHandle
 
 BACKENDS = ["memory-sqlite", "rabbitmq-sqlite"]
 RETRY_DELAYS_S = [0.2, 0.4, 0.8]  # worker_harness.FAST_RETRIES
@@ -92,7 +92,7 @@ def test_a_handler_that_raises_is_retried_with_backoff_then_dead_lettered_handle
         his.publish(event("signing.status.requested", example("HOS00001"), poison_id))
         [letter] = _dead_letters(his, 1)
         _payment_succeeds(his, simulator)
-        time.sleep(0.5)  # nothing else happens to it
+        backend.settle(rabbitmq_wait_s=0.5)  # nothing else happens to it
     assert len(calls) == 3, "the first delivery and 2 retries, never more"
     gaps = [later - earlier for earlier, later in zip(calls, calls[1:], strict=False)]
     for gap, delay in zip(gaps, RETRY_DELAYS_S, strict=False):
@@ -101,25 +101,30 @@ def test_a_handler_that_raises_is_retried_with_backoff_then_dead_lettered_handle
     assert letter.headers[H_REASON] == "handler_error"
     assert "RecursionError: maximum recursion depth exceeded" in letter.headers[H_ERROR]
     assert letter.headers[H_HANDLER_ERRORS] == 2
-    failures = [r for r in caplog.records if r.name == "worker.engine" and r.levelno >= 40]
+    failures = [r for r in caplog.records if r.name == "worker.pipeline.engine" and r.levelno >= 40]
     assert len(failures) == 3, "one line per failure"
     assert [bool(r.exc_info) for r in failures] == [True, False, False], "one traceback"
 
 
 BAD_MESSAGES: dict[str, Callable[[Delivery], Outgoing]] = {
-    "a 300-byte message_id": lambda d: Outgoing(RESULTS_EXCHANGE, "payment.requested.failed",
-                                                b"{}", message_id="m" * 300),
+    "a 300-byte message_id": lambda d: Outgoing(
+        RESULTS_EXCHANGE, "payment.requested.failed", b"{}", message_id="m" * 300
+    ),
     "a 300-byte routing key": lambda d: Outgoing(RESULTS_EXCHANGE, "r" * 300, b"{}"),
-    "a header value of no AMQP type": lambda d: Outgoing(RESULTS_EXCHANGE, "x.failed", b"{}",
-                                                         headers={"x-bad": object()}),
-}  # fmt: skip
+    "a header value of no AMQP type": lambda d: Outgoing(
+        RESULTS_EXCHANGE, "x.failed", b"{}", headers={"x-bad": object()}
+    ),
+}
 
 
 @pytest.mark.parametrize("bad", list(BAD_MESSAGES))
 def test_a_disposition_that_cannot_be_published_is_dead_lettered_unpublishable(
-    backend: Backend, simulator: SimulatorHandle, his: HisSide, bad: str,
+    backend: Backend,
+    simulator: SimulatorHandle,
+    his: HisSide,
+    bad: str,
     caplog: pytest.LogCaptureFixture,
-) -> None:  # fmt: skip
+) -> None:
     settings = backend.settings(simulator.base_url + "/api")
     poison_id = _event_id()
 
@@ -136,7 +141,7 @@ def test_a_disposition_that_cannot_be_published_is_dead_lettered_unpublishable(
     assert letter.headers[H_REASON] == "unpublishable"
     assert "could not be published" in letter.headers[H_ERROR]
     assert letter.message_id == poison_id
-    errors = [r for r in caplog.records if r.name == "worker.engine" and r.levelno >= 40]
+    errors = [r for r in caplog.records if r.name == "worker.pipeline.engine" and r.levelno >= 40]
     assert len(errors) == 1 and not errors[0].exc_info
 
 
@@ -162,8 +167,9 @@ def test_when_even_the_dead_letter_cannot_be_published_the_delivery_is_rejected_
     poison_id = _event_id()
     worker = build_worker(settings, transport=_NoDeadLetters(backend.transport()))  # type: ignore[arg-type]
     bad = BAD_MESSAGES["a 300-byte message_id"]
-    worker.engine.handler = _wrap(worker.engine.handler, poison_id,
-                                  lambda d: Disposition((bad(d),)))  # fmt: skip
+    worker.engine.handler = _wrap(
+        worker.engine.handler, poison_id, lambda d: Disposition((bad(d),))
+    )
     with running(worker):
         his.publish(event("signing.status.requested", example("HOS00001"), poison_id))
         [letter] = _dead_letters(his, 1)  # RabbitMQ's own dead-lettering (the queue's DLX)
@@ -194,9 +200,12 @@ def test_an_event_the_engine_dead_lettered_is_parked_and_not_swept_again(
         his.publish(payment)
         letters = _dead_letters(his, 1)
         deadline = time.monotonic() + 10
-        while (record := worker.ledger.get_event(payment["eventId"])) is not None and \
-                record.state is not EventState.PARKED and time.monotonic() < deadline:
-            time.sleep(0.05)  # fmt: skip
+        while (
+            (record := worker.ledger.get_event(payment["eventId"])) is not None
+            and record.state is not EventState.PARKED
+            and time.monotonic() < deadline
+        ):
+            time.sleep(0.05)
         much_later = worker.sweeper.clock() + timedelta(days=1)
         stale = worker.ledger.unfinished_events(much_later)
     assert letters[0].headers[H_REASON] == "handler_error"

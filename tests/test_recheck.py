@@ -1,4 +1,4 @@
-"""`huimin-worker reconcile EVENT_ID`: an outcome left `unknown` is asked again, never re-sent."""
+"""`huimin-worker recheck EVENT_ID`: an outcome left `unknown` is asked again, never re-sent."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from tests.test_worker import event, example, new_order_id
 from tests.worker_harness import Backend, running, start_worker
 from worker.cli import main
-from worker.simulator.server import SimulatorHandle
+from worker.sandbox.simulator.server import SimulatorHandle
 
 SIMULATOR_SEED = 21  # the simulator fixture (conftest.py)
 
@@ -20,9 +20,11 @@ def _cli_env(monkeypatch: pytest.MonkeyPatch, backend: Backend, platform_url: st
 
 
 def test_an_unknown_payment_is_rechecked_and_settled_without_a_second_charge(
-    backend: Backend, simulator: SimulatorHandle, monkeypatch: pytest.MonkeyPatch,
+    backend: Backend,
+    simulator: SimulatorHandle,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
-) -> None:  # fmt: skip
+) -> None:
     # charged, answer lost; then every status query fails: the worker gives up as `unknown`
     simulator.add_fault("lose_response", "HOS00003", times=1, seconds=1.5)
     simulator.add_fault("reject_503", "HOS00012")
@@ -36,7 +38,7 @@ def test_an_unknown_payment_is_rechecked_and_settled_without_a_second_charge(
         first = his.next_result(30)
         assert first.routing_key == "payment.requested.unknown"
         simulator.clear_faults()  # the platform answers again
-        assert main(["reconcile", payment["eventId"], "--operator", "oncall"]) == 0
+        assert main(["recheck", payment["eventId"], "--operator", "oncall"]) == 0
         second = his.next_result(30)
         his.close()
     assert second.routing_key == "payment.requested.succeeded"
@@ -46,9 +48,11 @@ def test_an_unknown_payment_is_rechecked_and_settled_without_a_second_charge(
 
 
 def test_only_an_unknown_outcome_is_rechecked(
-    backend: Backend, simulator: SimulatorHandle, monkeypatch: pytest.MonkeyPatch,
+    backend: Backend,
+    simulator: SimulatorHandle,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
-) -> None:  # fmt: skip
+) -> None:
     settings = backend.settings(simulator.base_url + "/api")
     payment = event("payment.requested", example("HOS00003", orderId=new_order_id()))
     _cli_env(monkeypatch, backend, simulator.base_url + "/api")
@@ -57,7 +61,8 @@ def test_only_an_unknown_outcome_is_rechecked(
         his.publish(payment)
         assert his.next_result(30).routing_key == "payment.requested.succeeded"
         his.close()
+    # `reconcile` is the old name of `recheck`, still accepted
     assert main(["reconcile", payment["eventId"]]) == 1
     assert "is succeeded" in capsys.readouterr().err
-    assert main(["reconcile", "evt-never-seen-0001"]) == 1
+    assert main(["recheck", "evt-never-seen-0001"]) == 1
     assert "no event" in capsys.readouterr().err

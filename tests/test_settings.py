@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from worker.client import build_download_transport, build_transport, tls_context
 from worker.errors import ConfigurationError
+from worker.platform.client import build_transport
+from worker.platform.http import build_download_transport, tls_context
 from worker.settings import (
     SANDBOX_SECRET,
     Settings,
@@ -29,12 +30,16 @@ def test_settings_come_from_huimin_environment_variables(
     monkeypatch.setenv("HUIMIN_SIGN_SCHEME", "hmac-sm3")
     settings = Settings()
     assert (settings.concurrency, settings.retry_delays_s, settings.sign_scheme) == (
-        32, [2, 10], "hmac-sm3")
+        32,
+        [2, 10],
+        "hmac-sm3",
+    )
 
 
 def test_secrets_never_show_in_a_repr() -> None:
-    settings = Settings(platform_secret=LIVE_SECRET,
-                        broker_url="amqp://huimin:s3cr3t-pass@mq:5672/his")  # fmt: skip
+    settings = Settings(
+        platform_secret=LIVE_SECRET, broker_url="amqp://huimin:s3cr3t-pass@mq:5672/his"
+    )
     text = repr(settings) + str(settings)
     assert LIVE_SECRET not in text and "s3cr3t-pass" not in text
 
@@ -87,19 +92,20 @@ def test_settings_errors_name_the_variable_and_never_quote_the_value(
     assert error_lines(raised.value) == [
         "HUIMIN_PLATFORM_SECRET: must be at least 16 ASCII characters (spec 2.4 keys SM4 with "
         "them)",
-        "HUIMIN_CONCURRENCY: Input should be a valid integer, unable to parse string as an "
-        "integer",
+        "HUIMIN_CONCURRENCY: Input should be a valid integer, unable to parse string as an integer",
     ]
 
 
-@pytest.mark.parametrize("url", ["amqp://guest:guest@localhost:5672//",
-                                 "amqps://u:p@mq.example:5671/v", "memory://"])
+@pytest.mark.parametrize(
+    "url", ["amqp://guest:guest@localhost:5672//", "amqps://u:p@mq.example:5671/v", "memory://"]
+)
 def test_broker_urls_that_kombu_can_use_are_accepted(url: str) -> None:
     assert Settings(broker_url=url).broker_url.get_secret_value() == url
 
 
-@pytest.mark.parametrize("url", ["http://u:p@mq:5672/", "amqp://u:p@mq:port/", "amqp:///v",
-                                 "localhost:5672"])
+@pytest.mark.parametrize(
+    "url", ["http://u:p@mq:5672/", "amqp://u:p@mq:port/", "amqp:///v", "localhost:5672"]
+)
 def test_a_malformed_broker_url_is_a_settings_error(url: str) -> None:
     with pytest.raises(ValidationError) as raised:
         Settings(broker_url=url)
@@ -108,21 +114,35 @@ def test_a_malformed_broker_url_is_a_settings_error(url: str) -> None:
 
 
 def test_unknown_huimin_variables_come_with_the_nearest_known_name() -> None:
-    environ = {"HUIMIN_LEDGER_ULR": "x", "HUIMIN_CONCURENCY": "8", "HUIMIN_ZZZ": "1",
-               "HUIMIN_LEDGER_URL": "sqlite:///x.db", "HUIMIN_TEST_BROKER_URL": "amqp://",
-               "PATH": "/bin"}  # fmt: skip
-    assert unknown_variables(environ) == [("HUIMIN_CONCURENCY", "HUIMIN_CONCURRENCY"),
-                                          ("HUIMIN_LEDGER_ULR", "HUIMIN_LEDGER_URL"),
-                                          ("HUIMIN_ZZZ", None)]  # fmt: skip
+    environ = {
+        "HUIMIN_LEDGER_ULR": "x",
+        "HUIMIN_CONCURENCY": "8",
+        "HUIMIN_ZZZ": "1",
+        "HUIMIN_LEDGER_URL": "sqlite:///x.db",
+        "HUIMIN_TEST_BROKER_URL": "amqp://",
+        "PATH": "/bin",
+    }
+    assert unknown_variables(environ) == [
+        ("HUIMIN_CONCURENCY", "HUIMIN_CONCURRENCY"),
+        ("HUIMIN_LEDGER_ULR", "HUIMIN_LEDGER_URL"),
+        ("HUIMIN_ZZZ", None),
+    ]
 
 
 def test_an_insecure_way_to_the_platform_is_recognised() -> None:
     live = {"platform_secret": LIVE_SECRET}
     assert insecure_transport(Settings()) == {"tls_verify_off": False, "plain_http": False}
-    assert insecure_transport(Settings(tls_verify=False)) == {"tls_verify_off": True,
-                                                              "plain_http": False}
+    assert insecure_transport(Settings(tls_verify=False)) == {
+        "tls_verify_off": True,
+        "plain_http": False,
+    }
     assert insecure_transport(Settings(platform_url="http://[::1]:8600/api")) == {
-        "tls_verify_off": False, "plain_http": False}
-    plain = Settings(platform_url="https://p.example.cn/api", **live,
-                     platform_urls={"HOS00028": "http://img.example.cn/up"})  # fmt: skip
+        "tls_verify_off": False,
+        "plain_http": False,
+    }
+    plain = Settings(
+        platform_url="https://p.example.cn/api",
+        **live,
+        platform_urls={"HOS00028": "http://img.example.cn/up"},
+    )
     assert insecure_transport(plain)["plain_http"]

@@ -28,14 +28,33 @@ def free_port() -> int:
 @pytest.fixture
 def simulator(tmp_path: Path) -> Iterator[str]:
     faults = tmp_path / "faults.json"
-    faults.write_text(json.dumps({"seed": 5, "rules": [
-        {"transCode": "HOS00003", "kind": "reject_503", "times": 1}]}))
+    faults.write_text(
+        json.dumps(
+            {"seed": 5, "rules": [{"transCode": "HOS00003", "kind": "reject_503", "times": 1}]}
+        )
+    )
     patients = tmp_path / "patients.json"
-    patients.write_text(json.dumps({"defaultStatus": "signed", "patients": [
-        {"idNo": "440000200001010000", "status": "frozen"}]}))
+    patients.write_text(
+        json.dumps(
+            {
+                "defaultStatus": "signed",
+                "patients": [{"idNo": "440000200001010000", "status": "frozen"}],
+            }
+        )
+    )
     port = free_port()
-    command = [HUIMIN_WORKER, "simulate", "--port", str(port), "--faults", str(faults),
-               "--patients", str(patients), "--seed", "6"]
+    command = [
+        HUIMIN_WORKER,
+        "simulate",
+        "--port",
+        str(port),
+        "--faults",
+        str(faults),
+        "--patients",
+        str(patients),
+        "--seed",
+        "6",
+    ]
     process = subprocess.Popen(command, env={**os.environ, "HUIMIN_LOG_LEVEL": "WARNING"})
     try:
         yield _wait_ready(f"http://127.0.0.1:{port}")
@@ -60,13 +79,21 @@ def test_simulate_loads_the_fault_plan_and_patients(simulator: str) -> None:
     assert plan["seed"] == 6  # --seed wins over the file's
     assert plan["rules"][0]["kind"] == "reject_503"
     patients = httpx.get(simulator + "/admin/patients").json()["patients"]
-    assert patients == [{"idNo": "440000200001010000", "status": "frozen", "name": "测试",
-                         "signToken": patients[0]["signToken"], "creditLimit": None}]
+    assert patients == [
+        {
+            "idNo": "440000200001010000",
+            "status": "frozen",
+            "name": "测试",
+            "signToken": patients[0]["signToken"],
+            "creditLimit": None,
+        }
+    ]
 
 
 @pytest.mark.parametrize("content", ["not json", '{"rules": [{"kind": "explode"}]}'])
-def test_a_bad_fault_file_is_exit_2(tmp_path: Path, content: str,
-                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_bad_fault_file_is_exit_2(
+    tmp_path: Path, content: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     faults = tmp_path / "faults.json"
     faults.write_text(content)
     assert main(["simulate", "--faults", str(faults)]) == 2

@@ -7,9 +7,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from worker import answers
 from worker.errors import OutcomeUnknown, PlatformRejected, PlatformUnavailable
-from worker.simulator import SimulatorHandle, run_in_thread
+from worker.protocol import answers
+from worker.sandbox.simulator import SimulatorHandle, run_in_thread
 
 from .simulator_helpers import client_for, order_query, pay, request, unique
 
@@ -44,8 +44,7 @@ def status_of(sim: SimulatorHandle, order_id: str) -> str:
             return "not found"
 
 
-def test_processed_but_response_lost_then_query_finds_it_paid_once(
-        sim: SimulatorHandle) -> None:
+def test_processed_but_response_lost_then_query_finds_it_paid_once(sim: SimulatorHandle) -> None:
     sim.add_fault("lose_response", "HOS00003", times=1, seconds=1.5)  # client waits 1 s
     order_id = pay_with_unknown_outcome(sim)
     assert status_of(sim, order_id) == "02"
@@ -87,8 +86,9 @@ def test_garbage_body_is_outcome_unknown(sim: SimulatorHandle) -> None:
 
 
 @pytest.mark.parametrize("field", ["orderId", "amt", "orderStatus"])
-def test_a_replayed_answer_about_another_order_is_outcome_unknown(sim: SimulatorHandle,
-                                                                  field: str) -> None:  # fmt: skip
+def test_a_replayed_answer_about_another_order_is_outcome_unknown(
+    sim: SimulatorHandle, field: str
+) -> None:
     sim.add_fault("replay_answer", "HOS00003", times=1, field=field)
     order_id = pay_with_unknown_outcome(sim)
     assert status_of(sim, order_id) == "02"  # processed once; only the answer was not ours
@@ -104,8 +104,10 @@ def test_a_replayed_status_answer_is_retry_later(sim: SimulatorHandle) -> None:
         expect = answers.for_query("HOS00012", "HOS00003", body)
         with pytest.raises(PlatformUnavailable):
             client.call("HOS00012", order_query(order_id), expect=expect)
-        assert client.call("HOS00012", order_query(order_id), expect=expect).data["orderId"] \
-            == order_id  # fmt: skip
+        assert (
+            client.call("HOS00012", order_query(order_id), expect=expect).data["orderId"]
+            == order_id
+        )
 
 
 def test_dropped_connection_before_processing(sim: SimulatorHandle) -> None:

@@ -9,12 +9,12 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
-from worker import answers
 from worker.clock import CHINA_TZ, FixedClock
 from worker.errors import PlatformRejected
-from worker.models.examples import EXAMPLES
-from worker.simulator import SimulatorHandle, run_in_thread
-from worker.statement import iter_zip_rows
+from worker.protocol import answers
+from worker.protocol.models.examples import EXAMPLES
+from worker.sandbox.simulator import SimulatorHandle, run_in_thread
+from worker.statement.file import iter_zip_rows
 
 from .simulator_helpers import (
     SIGN_TOKEN,
@@ -56,21 +56,53 @@ def call(sim: SimulatorHandle, trans_code: str, business: dict) -> dict:
 def test_every_hospital_to_platform_transaction_is_served(sim: SimulatorHandle) -> None:
     with client_for(sim) as client:
         paid = client.call("HOS00003", pay(unique("PAY"), 1000)).data
-        for code in ("HOS00025", "HOS00001", "HOS00013", "HOS00020", "HOS00021", "HOS00022",
-                     "HOS00023", "HOS00024", "HOS00028", "HOS00027", "HOS00029", "HOS00026"):
+        for code in (
+            "HOS00025",
+            "HOS00001",
+            "HOS00013",
+            "HOS00020",
+            "HOS00021",
+            "HOS00022",
+            "HOS00023",
+            "HOS00024",
+            "HOS00028",
+            "HOS00027",
+            "HOS00029",
+            "HOS00026",
+        ):
             assert client.call(code, request(code)).rt_code == "0000", code
         client.call("HOS00004", refund(unique("RFD"), paid["queryId"], 100))
         client.call("HOS00012", order_query(paid["orderId"]))
-        trial = request("HOST0014", trialId=unique("TRL"), origPayQueryId=paid["queryId"],
-                        settleAmt=900, nonCreditPayAmt=0)
+        trial = request(
+            "HOST0014",
+            trialId=unique("TRL"),
+            origPayQueryId=paid["queryId"],
+            settleAmt=900,
+            nonCreditPayAmt=0,
+        )
         client.call("HOST0014", trial)
-        settle = request("HOS00014", trialId=trial["trialId"], orderId=unique("STL"),
-                         origPayQueryId=paid["queryId"], settleAmt=900, nonCreditPayAmt=0,
-                         budgetAmt=0, miAmt=0, grAmt=900)
+        settle = request(
+            "HOS00014",
+            trialId=trial["trialId"],
+            orderId=unique("STL"),
+            origPayQueryId=paid["queryId"],
+            settleAmt=900,
+            nonCreditPayAmt=0,
+            budgetAmt=0,
+            miAmt=0,
+            grAmt=900,
+        )
         client.call("HOS00014", settle)
         client.call("HOS00016", request("HOS00016", orderId=settle["orderId"]))
-    assert set(sim.stats()) >= {"HOS00003", "HOS00004", "HOS00012", "HOST0014", "HOS00014",
-                                "HOS00016", "HOS00029"}
+    assert set(sim.stats()) >= {
+        "HOS00003",
+        "HOS00004",
+        "HOS00012",
+        "HOST0014",
+        "HOS00014",
+        "HOS00016",
+        "HOS00029",
+    }
 
 
 # --- signing ---------------------------------------------------------------------------------
@@ -126,8 +158,7 @@ def test_repeated_order_id_is_never_charged_twice(sim: SimulatorHandle) -> None:
     assert sim.order(order_id)["receipts"] == 3  # three calls reached processing, one charge
 
 
-def test_order_reports_paying_for_the_configured_number_of_queries(
-        sim: SimulatorHandle) -> None:
+def test_order_reports_paying_for_the_configured_number_of_queries(sim: SimulatorHandle) -> None:
     sim.set_pending_queries(2)
     order_id = unique("PAY")
     assert call(sim, "HOS00003", pay(order_id, 100))["orderStatus"] == "01"
@@ -148,19 +179,16 @@ def test_partial_refunds_up_to_the_original_amount(sim: SimulatorHandle) -> None
 
 def test_refund_over_the_original_amount_is_rejected(sim: SimulatorHandle) -> None:
     paid = call(sim, "HOS00003", pay(unique("PAY"), 1000))
-    assert rejected(sim, "HOS00004", refund(unique("RFD"), paid["queryId"], 1001)).rt_code \
-        == "1000"
+    assert rejected(sim, "HOS00004", refund(unique("RFD"), paid["queryId"], 1001)).rt_code == "1000"
 
 
 def test_refund_order_id_must_differ_from_the_pay_order_id(sim: SimulatorHandle) -> None:
     paid = call(sim, "HOS00003", pay(unique("PAY"), 1000))
-    assert rejected(sim, "HOS00004", refund(paid["orderId"], paid["queryId"], 10)).rt_code \
-        == "1000"
+    assert rejected(sim, "HOS00004", refund(paid["orderId"], paid["queryId"], 10)).rt_code == "1000"
 
 
 def test_refund_of_an_unknown_payment_is_rejected(sim: SimulatorHandle) -> None:
-    assert rejected(sim, "HOS00004", refund(unique("RFD"), "Q-NOT-A-PAYMENT", 10)).rt_code \
-        == "1000"
+    assert rejected(sim, "HOS00004", refund(unique("RFD"), "Q-NOT-A-PAYMENT", 10)).rt_code == "1000"
 
 
 def test_refunds_close_30_days_after_the_payment() -> None:
@@ -177,10 +205,11 @@ def test_status_query_for_an_order_never_accepted_is_1000(sim: SimulatorHandle) 
 
 
 def test_payment_above_the_credit_limit_fails_with_03() -> None:
-    from worker.simulator import Patient
+    from worker.sandbox.simulator import Patient
 
-    with run_in_thread(patients=[Patient("440000200001010000", credit_limit=100,
-                                         sign_token="STKLIMITED")]) as sim:
+    with run_in_thread(
+        patients=[Patient("440000200001010000", credit_limit=100, sign_token="STKLIMITED")]
+    ) as sim:
         answer = call(sim, "HOS00003", pay(unique("PAY"), 101, signToken="STKLIMITED"))
     assert answer["orderStatus"] == "03"
 
@@ -193,16 +222,30 @@ def deposits(sim: SimulatorHandle, *amounts: int) -> list[dict]:
 
 
 def trial(sim: SimulatorHandle, query_ids: str, settle_amt: int, non_credit: int) -> dict:
-    body = request("HOST0014", trialId=unique("TRL"), origPayQueryId=query_ids,
-                   settleAmt=settle_amt, nonCreditPayAmt=non_credit)
+    body = request(
+        "HOST0014",
+        trialId=unique("TRL"),
+        origPayQueryId=query_ids,
+        settleAmt=settle_amt,
+        nonCreditPayAmt=non_credit,
+    )
     return call(sim, "HOST0014", body)
 
 
-def settlement(trial_id: str, query_ids: str, settle_amt: int, non_credit: int,
-               budget: int = 0) -> dict:
-    return request("HOS00014", trialId=trial_id, orderId=unique("STL"),
-                   origPayQueryId=query_ids, settleAmt=settle_amt, nonCreditPayAmt=non_credit,
-                   budgetAmt=budget, miAmt=0, grAmt=settle_amt - non_credit - budget)
+def settlement(
+    trial_id: str, query_ids: str, settle_amt: int, non_credit: int, budget: int = 0
+) -> dict:
+    return request(
+        "HOS00014",
+        trialId=trial_id,
+        orderId=unique("STL"),
+        origPayQueryId=query_ids,
+        settleAmt=settle_amt,
+        nonCreditPayAmt=non_credit,
+        budgetAmt=budget,
+        miAmt=0,
+        grAmt=settle_amt - non_credit - budget,
+    )
 
 
 def test_trial_computes_refund_from_deposits_minus_their_refunds(sim: SimulatorHandle) -> None:
@@ -246,19 +289,19 @@ def test_settled_deposits_cannot_be_refunded_or_settled_again(sim: SimulatorHand
     (only,) = deposits(sim, 1000)
     trial_id = trial(sim, only["queryId"], 800, 0)["trialId"]
     call(sim, "HOS00014", settlement(trial_id, only["queryId"], 800, 0))
-    assert rejected(sim, "HOS00004", refund(unique("RFD"), only["queryId"], 10)).rt_code \
-        == "1000"
-    assert rejected(sim, "HOS00014", settlement(trial_id, only["queryId"], 800, 0)).rt_code \
-        == "1000"
+    assert rejected(sim, "HOS00004", refund(unique("RFD"), only["queryId"], 10)).rt_code == "1000"
+    assert (
+        rejected(sim, "HOS00014", settlement(trial_id, only["queryId"], 800, 0)).rt_code == "1000"
+    )
 
 
-def test_settlement_needs_a_trial_and_unknown_settlements_are_1000(
-        sim: SimulatorHandle) -> None:
+def test_settlement_needs_a_trial_and_unknown_settlements_are_1000(sim: SimulatorHandle) -> None:
     (only,) = deposits(sim, 1000)
-    assert rejected(sim, "HOS00014", settlement(unique("TRL"), only["queryId"], 800, 0)).rt_code \
+    assert (
+        rejected(sim, "HOS00014", settlement(unique("TRL"), only["queryId"], 800, 0)).rt_code
         == "1000"
-    assert rejected(sim, "HOS00016", request("HOS00016", orderId=unique("STL"))).rt_code \
-        == "1000"
+    )
+    assert rejected(sim, "HOS00016", request("HOS00016", orderId=unique("STL"))).rt_code == "1000"
 
 
 # --- claim cases -------------------------------------------------------------------------------
@@ -282,15 +325,18 @@ def test_claim_case_lifecycle(sim: SimulatorHandle) -> None:
     assert node(sim, serial) == "3"
     call(sim, "HOS00026", request("HOS00026", treatmentSerialNo=serial))
     assert node(sim, serial) == "9"
-    assert rejected(sim, "HOS00022", request("HOS00022", treatmentSerialNo=serial)).rt_code \
-        == "1000"
+    assert (
+        rejected(sim, "HOS00022", request("HOS00022", treatmentSerialNo=serial)).rt_code == "1000"
+    )
     (case,) = [c for c in sim.cases() if c["treatmentSerialNo"] == serial]
     assert case["uploads"]["HOS00022"] == 1
 
 
 def test_cancelling_an_unknown_case_is_1000(sim: SimulatorHandle) -> None:
-    assert rejected(sim, "HOS00026", request("HOS00026", treatmentSerialNo=unique("ZY"))) \
-        .rt_code == "1000"
+    assert (
+        rejected(sim, "HOS00026", request("HOS00026", treatmentSerialNo=unique("ZY"))).rt_code
+        == "1000"
+    )
 
 
 # --- statement ---------------------------------------------------------------------------------
@@ -304,7 +350,9 @@ def test_statement_zip_lists_the_days_pay_and_refund_orders(sim: SimulatorHandle
     download = httpx.get(answer["settleFileUrl"])
     rows = list(iter_zip_rows(io.BytesIO(download.content)))
     assert [(r.order_id, r.trade_type, r.amount) for r in rows] == [
-        (paid["orderId"], "01", 1000), (refunded["orderId"], "02", 300)]
+        (paid["orderId"], "01", 1000),
+        (refunded["orderId"], "02", 300),
+    ]
     assert rows[0].platform_serial == paid["queryId"] and "*" in rows[0].id_no
 
 
@@ -328,10 +376,11 @@ def test_every_money_answer_and_status_answer_echoes_what_was_asked(sim: Simulat
     trial_id = trial(sim, paid["queryId"], settle_amt=3000, non_credit=0)["trialId"]
     settle_body = settlement(trial_id, paid["queryId"], settle_amt=3000, non_credit=0)
     call(sim, "HOS00014", settle_body)
-    asked = [("HOS00012", "HOS00003", paid_body, order_query(paid_body["orderId"])),
-             ("HOS00012", "HOS00004", refund_body, order_query(refund_body["orderId"])),
-             ("HOS00016", "HOS00014", settle_body,
-              request("HOS00016", orderId=settle_body["orderId"]))]  # fmt: skip
+    asked = [
+        ("HOS00012", "HOS00003", paid_body, order_query(paid_body["orderId"])),
+        ("HOS00012", "HOS00004", refund_body, order_query(refund_body["orderId"])),
+        ("HOS00016", "HOS00014", settle_body, request("HOS00016", orderId=settle_body["orderId"])),
+    ]
     with client_for(sim) as client:
         for query, code, body, query_body in asked:
             client.call(query, query_body, expect=answers.for_query(query, code, body))

@@ -11,20 +11,21 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from worker import envelope
 from worker.cli import main
 from worker.clock import system_clock
 from worker.errors import SignatureMismatch
-from worker.models.examples import EXAMPLES
-from worker.simulator.notify import HospitalUnavailable, notify
-from worker.simulator.server import serving_in_thread
+from worker.protocol import envelope
+from worker.protocol.models.examples import EXAMPLES
+from worker.sandbox.simulator.notify import HospitalUnavailable, notify
+from worker.sandbox.simulator.server import serving_in_thread
 
 from .simulator_helpers import SANDBOX
 
 # Same SM4 key (first 16 characters), different secret: the answer decrypts, and only the
 # signature gives the forgery away.
 IMPOSTOR = envelope.Credentials(
-    SANDBOX.platform_id, SecretStr(SANDBOX.secret.get_secret_value()[:16] + "F" * 16))
+    SANDBOX.platform_id, SecretStr(SANDBOX.secret.get_secret_value()[:16] + "F" * 16)
+)
 
 
 class TinyHospital:
@@ -45,11 +46,17 @@ class TinyHospital:
                 break
         request = envelope.open_request(body, credentials=SANDBOX, now=system_clock())
         self.received.append(request)
-        sealed = envelope.seal_response("0000", "成功", self.answer(request),
-                                        credentials=self.answer_with)
+        sealed = envelope.seal_response(
+            "0000", "成功", self.answer(request), credentials=self.answer_with
+        )
         payload = json.dumps(sealed, ensure_ascii=False).encode()
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"application/json")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
         await send({"type": "http.response.body", "body": payload})
 
     @staticmethod
@@ -76,8 +83,14 @@ def forger() -> Iterator[str]:
 
 def send(url: str, trans_code: str) -> envelope.OpenedResponse:
     with httpx.Client(timeout=5) as client:
-        return notify(url, trans_code, EXAMPLES[trans_code].copy().request,
-                      credentials=SANDBOX, client=client, clock=system_clock)
+        return notify(
+            url,
+            trans_code,
+            EXAMPLES[trans_code].copy().request,
+            credentials=SANDBOX,
+            client=client,
+            clock=system_clock,
+        )
 
 
 @pytest.mark.parametrize("trans_code", ["HIS00002", "HIS00003", "HIS00004"])
@@ -98,8 +111,9 @@ def test_an_unreachable_hospital_is_hospital_unavailable() -> None:
         send("http://127.0.0.1:9/his", "HIS00004")
 
 
-def test_cli_prints_the_decrypted_answer(hospital: tuple[str, TinyHospital],
-                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_prints_the_decrypted_answer(
+    hospital: tuple[str, TinyHospital], capsys: pytest.CaptureFixture[str]
+) -> None:
     url, _ = hospital
     code = main(["simulate", "notify", "--url", url, "--trans-code", "HIS00004"])
     out = capsys.readouterr()
@@ -108,27 +122,33 @@ def test_cli_prints_the_decrypted_answer(hospital: tuple[str, TinyHospital],
     assert json.loads(out.out) == {"treatmentSerialNo": serial}
 
 
-def test_cli_reads_data_from_stdin(hospital: tuple[str, TinyHospital],
-                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_reads_data_from_stdin(
+    hospital: tuple[str, TinyHospital], monkeypatch: pytest.MonkeyPatch
+) -> None:
     url, app = hospital
     business = {**EXAMPLES["HIS00004"].copy().request, "treatmentSerialNo": "ZY-FROM-STDIN"}
     monkeypatch.setattr("sys.stdin", io.StringIO(json.dumps(business)))
-    assert main(["simulate", "notify", "--url", url, "--trans-code", "HIS00004",
-                 "--data", "-"]) == 0
+    assert (
+        main(["simulate", "notify", "--url", url, "--trans-code", "HIS00004", "--data", "-"]) == 0
+    )
     assert app.received[-1].business["treatmentSerialNo"] == "ZY-FROM-STDIN"
 
 
-def test_cli_fails_clearly_on_a_forged_answer(forger: str,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_fails_clearly_on_a_forged_answer(
+    forger: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["simulate", "notify", "--url", forger, "--trans-code", "HIS00004"]) == 1
     assert "does not verify" in capsys.readouterr().err
 
 
-def test_cli_refuses_off_spec_data(hospital: tuple[str, TinyHospital],
-                                   monkeypatch: pytest.MonkeyPatch,
-                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_refuses_off_spec_data(
+    hospital: tuple[str, TinyHospital],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     url, _ = hospital
     monkeypatch.setattr("sys.stdin", io.StringIO('{"idNo": "1"}'))
-    assert main(["simulate", "notify", "--url", url, "--trans-code", "HIS00004",
-                 "--data", "-"]) == 2
+    assert (
+        main(["simulate", "notify", "--url", url, "--trans-code", "HIS00004", "--data", "-"]) == 2
+    )
     assert "treatmentSerialNo" in capsys.readouterr().err

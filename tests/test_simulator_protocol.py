@@ -9,11 +9,11 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from worker import envelope
-from worker.client import PlatformClient
 from worker.clock import system_clock
+from worker.platform.client import PlatformClient
+from worker.protocol import envelope
+from worker.sandbox.simulator import SimulatorHandle, run_in_thread
 from worker.settings import Settings
-from worker.simulator import SimulatorHandle, run_in_thread
 
 from .simulator_helpers import (
     SANDBOX,
@@ -45,8 +45,7 @@ def test_body_that_is_not_a_json_envelope_is_4000(sim: SimulatorHandle) -> None:
 
 def test_unknown_platform_is_4104(sim: SimulatorHandle) -> None:
     stranger = envelope.Credentials("HOSP9999", SecretStr("0123456789ABCDEF0123456789ABCDEF"))
-    answer = opened(post_raw(sim, sealed("HOS00001", request("HOS00001"),
-                                         credentials=stranger)))
+    answer = opened(post_raw(sim, sealed("HOS00001", request("HOS00001"), credentials=stranger)))
     assert answer.rt_code == "4104"
 
 
@@ -58,8 +57,10 @@ def test_bad_signature_is_4000(sim: SimulatorHandle) -> None:
 
 def test_wrong_key_is_4000(sim: SimulatorHandle) -> None:
     wrong = envelope.Credentials(SANDBOX.platform_id, SecretStr("FFFFFFFFFFFFFFFF0000000000000000"))
-    assert opened(post_raw(sim, sealed("HOS00001", request("HOS00001"),
-                                       credentials=wrong))).rt_code == "4000"
+    assert (
+        opened(post_raw(sim, sealed("HOS00001", request("HOS00001"), credentials=wrong))).rt_code
+        == "4000"
+    )
 
 
 def test_missing_field_is_4000(sim: SimulatorHandle) -> None:
@@ -74,14 +75,18 @@ def test_clock_skew_over_5_minutes_is_4000(sim: SimulatorHandle) -> None:
     answer = opened(post_raw(sim, sealed("HOS00001", request("HOS00001"), at=stale)))
     assert answer.rt_code == "4000" and "5" in answer.rt_msg
     fresh_enough = system_clock() - timedelta(minutes=4)
-    assert opened(post_raw(sim, sealed("HOS00001", request("HOS00001"),
-                                       at=fresh_enough))).rt_code == "0000"
+    assert (
+        opened(post_raw(sim, sealed("HOS00001", request("HOS00001"), at=fresh_enough))).rt_code
+        == "0000"
+    )
 
 
 def test_duplicate_platform_seq_id_is_4008(sim: SimulatorHandle) -> None:
     seq_id = envelope.new_seq_id()
-    assert opened(post_raw(sim, sealed("HOS00001", request("HOS00001"),
-                                       seq_id=seq_id))).rt_code == "0000"
+    assert (
+        opened(post_raw(sim, sealed("HOS00001", request("HOS00001"), seq_id=seq_id))).rt_code
+        == "0000"
+    )
     again = opened(post_raw(sim, sealed("HOS00003", pay(unique("PAY"), 10), seq_id=seq_id)))
     assert again.rt_code == "4008"
     assert not any(o["amt"] == 10 for o in sim.orders())  # the duplicate was not processed
@@ -99,8 +104,9 @@ def test_the_client_resends_a_duplicate_seq_id_with_a_new_one(sim: SimulatorHand
 
 
 @pytest.mark.parametrize("trans_code", ["HOS00015", "HOS99999", "HIS00004"])
-def test_unknown_abolished_or_inbound_trans_code_is_1000(sim: SimulatorHandle,
-                                                         trans_code: str) -> None:
+def test_unknown_abolished_or_inbound_trans_code_is_1000(
+    sim: SimulatorHandle, trans_code: str
+) -> None:
     answer = opened(post_raw(sim, sealed(trans_code, {"orderId": "ORD00000001"})))
     assert answer.rt_code == "1000" and trans_code in answer.rt_msg
 

@@ -19,25 +19,35 @@ from tests.test_engine_resilience import _close_connections, wait_until
 from tests.test_worker import event, example, new_order_id
 from tests.worker_harness import Backend, running, sqlite_url
 from worker.app import build_worker, ledger_claim
+from worker.broker.amqp import SQLITE_OWNER_QUEUE, AmqpTransport
+from worker.broker.topology import build_topology
 from worker.cli.startup import EXIT_LEDGER_CLAIMED
 from worker.errors import LedgerClaimed
+from worker.sandbox.simulator.server import SimulatorHandle
 from worker.settings import Settings
-from worker.simulator.server import SimulatorHandle
-from worker.topology import build_topology
-from worker.transport.amqp import SQLITE_OWNER_QUEUE, AmqpTransport
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _second_worker(vhost: str, platform_url: str,
-                   ledger: Path) -> subprocess.CompletedProcess[str]:
+def _second_worker(vhost: str, platform_url: str, ledger: Path) -> subprocess.CompletedProcess[str]:
     """`huimin-worker run` as a pod would start it: its own SQLite file, the same vhost."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("HUIMIN_")}
-    env.update(HUIMIN_BROKER_URL=vhost, HUIMIN_LEDGER_URL=f"sqlite:///{ledger}",
-               HUIMIN_PLATFORM_URL=platform_url, HUIMIN_METRICS_PORT="0",
-               HUIMIN_STATEMENT_ENABLED="false", HUIMIN_LOG_LEVEL="WARNING")  # fmt: skip
-    return subprocess.run([sys.executable, "-m", "worker", "run"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    env.update(
+        HUIMIN_BROKER_URL=vhost,
+        HUIMIN_LEDGER_URL=f"sqlite:///{ledger}",
+        HUIMIN_PLATFORM_URL=platform_url,
+        HUIMIN_METRICS_PORT="0",
+        HUIMIN_STATEMENT_ENABLED="false",
+        HUIMIN_LOG_LEVEL="WARNING",
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "worker", "run"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def _worker_settings(backend: Backend, platform_url: str) -> Settings:
@@ -102,12 +112,15 @@ def test_the_claim_ends_with_its_worker(vhost: str, tmp_path: Path) -> None:
     other.close()
 
 
-@pytest.mark.parametrize(("ledger", "claim"), [
-    ("sqlite:////var/lib/huimin/ledger.db", SQLITE_OWNER_QUEUE),
-    ("SQLITE:///relative.db", SQLITE_OWNER_QUEUE),
-    ("postgresql://huimin@db/huimin", None),
-    ("postgres://huimin@db/huimin", None),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("ledger", "claim"),
+    [
+        ("sqlite:////var/lib/huimin/ledger.db", SQLITE_OWNER_QUEUE),
+        ("SQLITE:///relative.db", SQLITE_OWNER_QUEUE),
+        ("postgresql://huimin@db/huimin", None),
+        ("postgres://huimin@db/huimin", None),
+    ],
+)
 def test_only_a_sqlite_ledger_claims_the_vhost(ledger: str, claim: str | None) -> None:
     settings = Settings.model_construct(ledger_url=SecretStr(ledger))
     assert ledger_claim(settings) == claim

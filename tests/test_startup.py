@@ -29,16 +29,25 @@ LIVE_SECRET = "Lg7QpZ2mX9vK4tRw8sYb3nHc6dJf1aUe"
 def environment(tmp_path: Path, **settings: str) -> dict[str, str]:
     """This machine's environment without any HUIMIN_* of the caller, plus `settings`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("HUIMIN_")}
-    env |= {"HUIMIN_LEDGER_URL": f"sqlite:///{tmp_path / 'ledger.db'}",
-            "HUIMIN_METRICS_PORT": "0", "HUIMIN_STATEMENT_ENABLED": "false"}  # fmt: skip
+    env |= {
+        "HUIMIN_LEDGER_URL": f"sqlite:///{tmp_path / 'ledger.db'}",
+        "HUIMIN_METRICS_PORT": "0",
+        "HUIMIN_STATEMENT_ENABLED": "false",
+    }
     return env | {f"HUIMIN_{name.upper()}": value for name, value in settings.items()}
 
 
-def huimin(env: dict[str, str], *args: str,
-           timeout: float = 60) -> subprocess.CompletedProcess[str]:  # fmt: skip
-    return subprocess.run([sys.executable, "-m", "worker.cli", *args], env=env, text=True,
-                          capture_output=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL)  # fmt: skip
+def huimin(
+    env: dict[str, str], *args: str, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "worker.cli", *args],
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def own_lines(stderr: str) -> list[str]:
@@ -57,10 +66,13 @@ def assert_one_line(process: subprocess.CompletedProcess[str], code: int, *words
 # --- settings -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("secret", [
-    "S3cr3tTooShort",  # 14 characters: SM4 needs 16
-    "Lg7QpZ2m€9vK4tRw8sYb3nHc6dJf1aUe",  # a stray non-ASCII character among the first 16
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "secret",
+    [
+        "S3cr3tTooShort",  # 14 characters: SM4 needs 16
+        "Lg7QpZ2m€9vK4tRw8sYb3nHc6dJf1aUe",  # a stray non-ASCII character among the first 16
+    ],
+)
 def test_an_invalid_secret_is_named_but_never_printed(tmp_path: Path, secret: str) -> None:
     env = environment(tmp_path, platform_secret=secret, platform_url="https://p.example.cn/api")
     for args in (("run",), ("envelope", "seal", "--response", "--no-data")):
@@ -80,13 +92,17 @@ def test_a_setting_that_does_not_parse_is_one_line_per_problem(tmp_path: Path) -
     assert_one_line(huimin(env, "run"), EXIT_SETTINGS, "HUIMIN_CONCURRENCY", "valid integer")
 
 
-@pytest.mark.parametrize("url", [
-    "http://guest:pw-9f3a@127.0.0.1:5672/",  # not AMQP
-    "amqp://guest:pw-9f3a@127.0.0.1:notaport/",  # kombu would raise in the engine thread
-    "amqp:///vhost-without-host",
-])  # fmt: skip
-def test_a_malformed_broker_url_fails_at_start_without_its_password(tmp_path: Path,
-                                                                    url: str) -> None:  # fmt: skip
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://guest:pw-9f3a@127.0.0.1:5672/",  # not AMQP
+        "amqp://guest:pw-9f3a@127.0.0.1:notaport/",  # kombu would raise in the engine thread
+        "amqp:///vhost-without-host",
+    ],
+)
+def test_a_malformed_broker_url_fails_at_start_without_its_password(
+    tmp_path: Path, url: str
+) -> None:
     process = huimin(environment(tmp_path, broker_url=url), "run", timeout=30)
     assert_one_line(process, EXIT_SETTINGS, "HUIMIN_BROKER_URL")
     assert "pw-9f3a" not in process.stderr + process.stdout
@@ -116,12 +132,18 @@ def taken_port() -> Iterator[int]:
         yield holder.getsockname()[1]
 
 
-def test_a_taken_metrics_port_names_the_setting(tmp_path: Path, rabbitmq_url: str,
-                                                taken_port: int) -> None:  # fmt: skip
-    env = environment(tmp_path, metrics_host="127.0.0.1", metrics_port=str(taken_port),
-                      broker_url=rabbitmq_url)  # fmt: skip
-    line = assert_one_line(huimin(env, "run"), EXIT_LOCAL, f"HUIMIN_METRICS_PORT={taken_port}",
-                           "Address already in use")  # fmt: skip
+def test_a_taken_metrics_port_names_the_setting(
+    tmp_path: Path, rabbitmq_url: str, taken_port: int
+) -> None:
+    env = environment(
+        tmp_path, metrics_host="127.0.0.1", metrics_port=str(taken_port), broker_url=rabbitmq_url
+    )
+    line = assert_one_line(
+        huimin(env, "run"),
+        EXIT_LOCAL,
+        f"HUIMIN_METRICS_PORT={taken_port}",
+        "Address already in use",
+    )
     assert "0 to turn /metrics" in line
 
 
@@ -129,9 +151,18 @@ def test_an_unreachable_ledger_is_one_line_and_a_traceback_only_at_debug(
     tmp_path: Path,
 ) -> None:
     closed = free_port()  # nothing listens there
-    env = environment(tmp_path, ledger_url=f"postgresql://postgres@127.0.0.1:{closed}/postgres")
-    assert_one_line(huimin(env, "run"), EXIT_LEDGER, "ledger is unreachable", "HUIMIN_LEDGER_URL",
-                    "Connection refused")  # fmt: skip
+    env = environment(
+        tmp_path,
+        ledger_url=f"postgresql://postgres@127.0.0.1:{closed}/postgres",
+        ledger_start_wait_s="0",  # exit at once; the wait itself: tests/test_ledger_open.py
+    )
+    assert_one_line(
+        huimin(env, "run"),
+        EXIT_LEDGER,
+        "ledger is unreachable",
+        "HUIMIN_LEDGER_URL",
+        "Connection refused",
+    )
     debug = huimin(env | {"HUIMIN_LOG_LEVEL": "DEBUG"}, "run")
     assert debug.returncode == EXIT_LEDGER and "Traceback" in debug.stderr
     assert len(own_lines(debug.stderr)) == 1
@@ -157,12 +188,19 @@ def silent_postgres() -> Iterator[str]:
         yield f"postgresql://postgres@127.0.0.1:{server.getsockname()[1]}/postgres?connect_timeout=60"
 
 
-def test_sigterm_during_start_up_exits_cleanly(tmp_path: Path, rabbitmq_url: str,
-                                               silent_postgres: str) -> None:  # fmt: skip
-    env = environment(tmp_path, ledger_url=silent_postgres, broker_url=rabbitmq_url,
-                      log_format="text")  # fmt: skip
-    worker = subprocess.Popen([sys.executable, "-m", "worker.cli", "run"], env=env, text=True,
-                              stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)  # fmt: skip
+def test_sigterm_during_start_up_exits_cleanly(
+    tmp_path: Path, rabbitmq_url: str, silent_postgres: str
+) -> None:
+    env = environment(
+        tmp_path, ledger_url=silent_postgres, broker_url=rabbitmq_url, log_format="text"
+    )
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "worker.cli", "run"],
+        env=env,
+        text=True,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+    )
     try:
         assert worker.stderr is not None
         first = worker.stderr.readline()  # its first words: the handlers are in place
@@ -191,18 +229,27 @@ def test_help_lists_the_exit_codes(tmp_path: Path) -> None:
         assert f"\n  {code}" in text, text
 
 
-@pytest.mark.parametrize(("args", "code"), [
-    (("envelope", "seal", "--response", "--no-data"), EXIT_BROKEN_PIPE),
-    (("--help",), 0),  # argparse itself drops a write that fails
-])  # fmt: skip
-def test_output_into_a_closed_pipe_exits_quietly(tmp_path: Path, args: tuple[str, ...],
-                                                 code: int) -> None:  # fmt: skip
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [
+        (("envelope", "seal", "--response", "--no-data"), EXIT_BROKEN_PIPE),
+        (("--help",), 0),  # argparse itself drops a write that fails
+    ],
+)
+def test_output_into_a_closed_pipe_exits_quietly(
+    tmp_path: Path, args: tuple[str, ...], code: int
+) -> None:
     reader, writer = os.pipe()
     os.close(reader)  # the reader is gone before a single line is written (`| head -0`)
     try:
-        process = subprocess.run([sys.executable, "-m", "worker.cli", *args], stdout=writer,
-                                 stderr=subprocess.PIPE, env=environment(tmp_path), text=True,
-                                 timeout=60)  # fmt: skip
+        process = subprocess.run(
+            [sys.executable, "-m", "worker.cli", *args],
+            stdout=writer,
+            stderr=subprocess.PIPE,
+            env=environment(tmp_path),
+            text=True,
+            timeout=60,
+        )
     finally:
         os.close(writer)
     assert (process.returncode, process.stderr) == (code, "")
@@ -211,13 +258,16 @@ def test_output_into_a_closed_pipe_exits_quietly(tmp_path: Path, args: tuple[str
 # --- an insecure way to the platform --------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("overrides", "loud"), [
-    ({"tls_verify": False, "platform_url": "https://p.example.cn/api"}, {"tls_verify_off"}),
-    ({"platform_url": "http://10.20.30.40/api"}, {"plain_http"}),
-    ({"platform_urls": {"HOS00028": "http://images.example.cn/up"}}, {"plain_http"}),
-    ({"platform_url": "https://p.example.cn/api"}, set()),
-    ({"platform_url": "http://127.0.0.1:8600/api"}, set()),  # the sandbox simulator
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("overrides", "loud"),
+    [
+        ({"tls_verify": False, "platform_url": "https://p.example.cn/api"}, {"tls_verify_off"}),
+        ({"platform_url": "http://10.20.30.40/api"}, {"plain_http"}),
+        ({"platform_urls": {"HOS00028": "http://images.example.cn/up"}}, {"plain_http"}),
+        ({"platform_url": "https://p.example.cn/api"}, set()),
+        ({"platform_url": "http://127.0.0.1:8600/api"}, set()),  # the sandbox simulator
+    ],
+)
 def test_an_insecure_way_to_the_platform_is_a_warning_and_a_gauge(
     memory_backend: Backend, overrides: dict, loud: set[str], caplog: pytest.LogCaptureFixture
 ) -> None:

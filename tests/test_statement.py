@@ -14,10 +14,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from worker.errors import PlatformUnavailable, StatementError
-from worker.statement import (
+from worker.statement.download import download_statement
+from worker.statement.file import (
     StatementRow,
     StatementSummary,
-    download_statement,
     format_row,
     iter_zip_rows,
     parse_line,
@@ -27,33 +27,79 @@ from worker.statement import (
 )
 
 # The spec's two "real" lines, verbatim (13 separators: see the module docstring).
-SPEC_LINE_1 = ("0000000010118724!|212382923833!|张三!|4209******272472!|20220804!|165056!|01!|"
-               "9547!|62282******59569!|hos00001!|!|!|0!|")
-SPEC_LINE_2 = ("0000000010120178!|213444321333!|李四!|42092*****272472!|20220804!|170854!|01!|"
-               "11227!|62282****59569!|hos00001!|!|!|0!|")
+SPEC_LINE_1 = (
+    "0000000010118724!|212382923833!|张三!|4209******272472!|20220804!|165056!|01!|"
+    "9547!|62282******59569!|hos00001!|!|!|0!|"
+)
+SPEC_LINE_2 = (
+    "0000000010120178!|213444321333!|李四!|42092*****272472!|20220804!|170854!|01!|"
+    "11227!|62282****59569!|hos00001!|!|!|0!|"
+)
 
 ROW_1 = StatementRow(
-    platform_serial="0000000010118724", order_id="212382923833", name="张三",
-    id_no="4209******272472", pay_date="20220804", pay_time="165056", trade_type="01",
-    amount=9547, card_no="62282******59569", merchant_no="hos00001", merchant_name="",
-    coupon_info="", coupon_amount=0, insurance_amount=0, line_number=1,
+    platform_serial="0000000010118724",
+    order_id="212382923833",
+    name="张三",
+    id_no="4209******272472",
+    pay_date="20220804",
+    pay_time="165056",
+    trade_type="01",
+    amount=9547,
+    card_no="62282******59569",
+    merchant_no="hos00001",
+    merchant_name="",
+    coupon_info="",
+    coupon_amount=0,
+    insurance_amount=0,
+    line_number=1,
 )
 ROW_2 = StatementRow(
-    platform_serial="0000000010120178", order_id="213444321333", name="李四",
-    id_no="42092*****272472", pay_date="20220804", pay_time="170854", trade_type="01",
-    amount=11227, card_no="62282****59569", merchant_no="hos00001", merchant_name="",
-    coupon_info="", coupon_amount=0, insurance_amount=0, line_number=2,
+    platform_serial="0000000010120178",
+    order_id="213444321333",
+    name="李四",
+    id_no="42092*****272472",
+    pay_date="20220804",
+    pay_time="170854",
+    trade_type="01",
+    amount=11227,
+    card_no="62282****59569",
+    merchant_no="hos00001",
+    merchant_name="",
+    coupon_info="",
+    coupon_amount=0,
+    insurance_amount=0,
+    line_number=2,
 )
 
 # A valid 14-field line with the trailing separator, split for targeted corruption.
-GOOD_FIELDS = ["0000000010118724", "212382923833", "王小明", "4209******272472", "20220804",
-               "165056", "02", "500", "62282******59569", "hos00001", "惠民医院", "满减", "100",
-               "250"]
+GOOD_FIELDS = [
+    "0000000010118724",
+    "212382923833",
+    "王小明",
+    "4209******272472",
+    "20220804",
+    "165056",
+    "02",
+    "500",
+    "62282******59569",
+    "hos00001",
+    "惠民医院",
+    "满减",
+    "100",
+    "250",
+]
 
 
 def line_with(**changes: str) -> str:
-    index = {"amount": 7, "trade_type": 6, "pay_date": 4, "pay_time": 5, "order_id": 1,
-             "coupon_amount": 12, "name": 2}
+    index = {
+        "amount": 7,
+        "trade_type": 6,
+        "pay_date": 4,
+        "pay_time": 5,
+        "order_id": 1,
+        "coupon_amount": 12,
+        "name": 2,
+    }
     fields = list(GOOD_FIELDS)
     for name, value in changes.items():
         fields[index[name]] = value
@@ -62,10 +108,21 @@ def line_with(**changes: str) -> str:
 
 def make_row(i: int, trade_type: str = "01") -> StatementRow:
     return StatementRow(
-        platform_serial=f"{i:016d}", order_id=f"ORD{i:09d}", name="张三丰", id_no="4209******2724",
-        pay_date="20240101", pay_time="120000", trade_type=trade_type,  # type: ignore[arg-type]
-        amount=100 + i, card_no="6228****5959", merchant_no="hos00001", merchant_name="医院",
-        coupon_info="", coupon_amount=0, insurance_amount=0, line_number=i,
+        platform_serial=f"{i:016d}",
+        order_id=f"ORD{i:09d}",
+        name="张三丰",
+        id_no="4209******2724",
+        pay_date="20240101",
+        pay_time="120000",
+        trade_type=trade_type,  # type: ignore[arg-type]
+        amount=100 + i,
+        card_no="6228****5959",
+        merchant_no="hos00001",
+        merchant_name="医院",
+        coupon_info="",
+        coupon_amount=0,
+        insurance_amount=0,
+        line_number=i,
     )
 
 
@@ -87,7 +144,11 @@ def test_spec_example_lines_parse() -> None:
 def test_full_fourteen_field_line_with_trailing_separator() -> None:
     row = parse_line(line_with(), 7)
     assert (row.trade_type, row.amount, row.coupon_amount, row.insurance_amount) == (
-        "02", 500, 100, 250)
+        "02",
+        500,
+        100,
+        250,
+    )
     assert (row.merchant_name, row.coupon_info, row.line_number) == ("惠民医院", "满减", 7)
 
 
@@ -152,8 +213,9 @@ def test_errors_do_not_echo_personal_fields() -> None:
 
 
 def test_malformed_line_in_the_middle_of_a_large_file() -> None:
-    lines = (format_row(make_row(i)) if i != 5000 else line_with(amount="12a")
-             for i in range(1, 10_001))
+    lines = (
+        format_row(make_row(i)) if i != 5000 else line_with(amount="12a") for i in range(1, 10_001)
+    )
     seen: list[int] = []
     with pytest.raises(StatementError) as info:
         for row in parse_lines(lines):
@@ -171,7 +233,8 @@ _CHINESE = st.characters(min_codepoint=0x4E00, max_codepoint=0x9FA5)
 def _text(max_size: int) -> st.SearchStrategy[str]:
     # Free text, including `!` and `|` on their own, but never the separator itself.
     return st.text(st.one_of(_PRINTABLE, _CHINESE), max_size=max_size).filter(
-        lambda s: "!|" not in s)
+        lambda s: "!|" not in s
+    )
 
 
 _KEY = st.text(st.sampled_from("0123456789ABCDEFabcdef-_"), min_size=8, max_size=40)
@@ -205,8 +268,9 @@ def test_format_then_parse_round_trips(row: StatementRow) -> None:
 @settings(suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(rows, max_size=20))
 def test_zip_round_trip(generated: list[StatementRow]) -> None:
-    numbered = [StatementRow(**{**vars(r), "line_number": i})
-                for i, r in enumerate(generated, start=1)]
+    numbered = [
+        StatementRow(**{**vars(r), "line_number": i}) for i, r in enumerate(generated, start=1)
+    ]
     buffer = io.BytesIO()
     write_statement_zip(numbered, buffer)
     buffer.seek(0)
@@ -270,7 +334,7 @@ def test_bad_containers(data: bytes, words: str) -> None:
 def test_corrupt_compressed_data() -> None:
     data = bytearray(zip_bytes({"s.txt": (SPEC_LINE_1 + "\n").encode() * 200}))
     start = 30 + len("s.txt")  # local header, then the deflate stream
-    data[start:start + 40] = bytes(40)
+    data[start : start + 40] = bytes(40)
     with pytest.raises(StatementError, match="corrupt"):
         list(iter_zip_rows(io.BytesIO(bytes(data))))
 
@@ -303,8 +367,13 @@ def test_streaming_keeps_memory_bounded(tmp_path: Path) -> None:
     path = tmp_path / "big.zip"
     # Raw lines (not rows) keep the writing side cheap; the reading side is under test.
     template = format_row(make_row(1)).replace("0000000000000001", "{:016d}", 1)
-    write_statement_zip((template.format(i).replace("!|01!|", "!|02!|") if i % 10 == 0
-                         else template.format(i) for i in range(1, count + 1)), path)
+    write_statement_zip(
+        (
+            template.format(i).replace("!|01!|", "!|02!|") if i % 10 == 0 else template.format(i)
+            for i in range(1, count + 1)
+        ),
+        path,
+    )
     tracemalloc.start()
     try:
         summary = summarise(iter_zip_rows(path))
@@ -323,8 +392,13 @@ def test_summarise_by_trade_type() -> None:
     rows_ = [make_row(1), make_row(2, "02"), make_row(3)]
     rows_[0] = StatementRow(**{**vars(rows_[0]), "coupon_amount": 5, "insurance_amount": 7})
     assert summarise(rows_) == StatementSummary(
-        pay_count=2, pay_total=101 + 103, refund_count=1, refund_total=102,
-        coupon_total=5, insurance_total=7)
+        pay_count=2,
+        pay_total=101 + 103,
+        refund_count=1,
+        refund_total=102,
+        coupon_total=5,
+        insurance_total=7,
+    )
     assert summarise([]).count == 0
     assert summarise(rows_).net_total == 101 + 103 - 102
 
@@ -369,8 +443,9 @@ def test_download_http_error_is_retry_later(tmp_path: Path, status: int) -> None
 
 
 @pytest.mark.parametrize(
-    "error", [httpx.ConnectError("refused"), httpx.ReadTimeout("slow"),
-              httpx.RemoteProtocolError("closed")])
+    "error",
+    [httpx.ConnectError("refused"), httpx.ReadTimeout("slow"), httpx.RemoteProtocolError("closed")],
+)
 def test_download_transport_error_is_retry_later(tmp_path: Path, error: Exception) -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         raise error
@@ -395,8 +470,9 @@ def test_download_error_mid_body_leaves_nothing(tmp_path: Path) -> None:
 def test_download_invalid_url_is_converted(tmp_path: Path) -> None:
     client = client_for(httpx.MockTransport(lambda request: httpx.Response(200)))
     with pytest.raises(PlatformUnavailable) as info:
-        download_statement("https://platform.example:port/f.zip?token=SECRET", tmp_path / "f.zip",
-                           client=client)
+        download_statement(
+            "https://platform.example:port/f.zip?token=SECRET", tmp_path / "f.zip", client=client
+        )
     assert "SECRET" not in str(info.value)
 
 
@@ -413,7 +489,8 @@ def test_download_over_the_limit_is_a_statement_error(tmp_path: Path) -> None:
 
 
 def test_download_declared_length_over_the_limit(tmp_path: Path) -> None:
-    client = client_for(httpx.MockTransport(
-        lambda request: httpx.Response(200, content=b"x" * 20_000)))
+    client = client_for(
+        httpx.MockTransport(lambda request: httpx.Response(200, content=b"x" * 20_000))
+    )
     with pytest.raises(StatementError, match="limit"):
         download_statement(URL, tmp_path / "f.zip", client=client, max_bytes=10_000)

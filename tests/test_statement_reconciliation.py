@@ -38,16 +38,23 @@ from tests.worker_harness import (
     start_worker,
 )
 from worker.app import Worker
+from worker.broker.memory import MemoryBroker
+from worker.broker.memory_transport import MemoryTransport
+from worker.broker.topology import build_topology
 from worker.cli import build_parser
 from worker.cli.statement_cmd import statement_command
-from worker.client import PlatformClient
 from worker.clock import CHINA_TZ, Clock, FixedClock
-from worker.engine import Engine
-from worker.his import AmqpHis, HisSide, ReceivedResult
+from worker.contract.results import Outcome, build_result
 from worker.ledger.base import EventRecord, EventState
-from worker.models.examples import EXAMPLES
-from worker.ops.statement_job import LedgerScanTooLarge, StatementJob, final_at, report_path
-from worker.ops.statement_recon import (
+from worker.pipeline.engine import Engine
+from worker.platform.client import PlatformClient
+from worker.protocol.models.examples import EXAMPLES
+from worker.sandbox.his import AmqpHis, HisSide, ReceivedResult
+from worker.sandbox.simulator.server import SimulatorHandle, run_in_thread
+from worker.settings import Settings
+from worker.statement.file import StatementRow
+from worker.statement.job import LedgerScanTooLarge, StatementJob, final_at, report_path
+from worker.statement.recon import (
     Discrepancy,
     LedgerOrder,
     Recheck,
@@ -58,12 +65,6 @@ from worker.ops.statement_recon import (
     reconcile,
     report_csv,
 )
-from worker.results import Outcome, build_result
-from worker.settings import Settings
-from worker.simulator.server import SimulatorHandle, run_in_thread
-from worker.statement import StatementRow
-from worker.topology import build_topology
-from worker.transport.memory import MemoryBroker, MemoryTransport
 
 ROOT = Path(__file__).resolve().parents[1]
 DAY = date(2025, 9, 1)
@@ -84,16 +85,25 @@ _NOT_SUCCEEDED = st.sampled_from(["failed", "unknown", "in_flight", "reconciling
 
 def row(trade: Any, order_id: str, amount: int) -> StatementRow:
     return StatementRow(
-        platform_serial="Q" + order_id, order_id=order_id, name=PATIENT_NAME,
-        id_no="4418**********1234", pay_date=DAY_TEXT, pay_time="100000", trade_type=trade,
-        amount=amount, card_no="62284*******1234", merchant_no="H0000001", merchant_name="",
-        coupon_info="", coupon_amount=0, insurance_amount=0,
-    )  # fmt: skip
+        platform_serial="Q" + order_id,
+        order_id=order_id,
+        name=PATIENT_NAME,
+        id_no="4418**********1234",
+        pay_date=DAY_TEXT,
+        pay_time="100000",
+        trade_type=trade,
+        amount=amount,
+        card_no="62284*******1234",
+        merchant_no="H0000001",
+        merchant_name="",
+        coupon_info="",
+        coupon_amount=0,
+        insurance_amount=0,
+    )
 
 
 def order(trade: Any, order_id: str, amount: int, status: str = "succeeded") -> LedgerOrder:
-    return LedgerOrder(trade, order_id, "evt-" + order_id, amount, status, DAY_TEXT,
-                       "Q" + order_id)  # fmt: skip
+    return LedgerOrder(trade, order_id, "evt-" + order_id, amount, status, DAY_TEXT, "Q" + order_id)
 
 
 def both_sides(orders: list[tuple[Any, str, int]]) -> tuple[list[StatementRow], list[LedgerOrder]]:
@@ -114,7 +124,10 @@ def test_a_row_missing_from_the_statement_is_exactly_missing_on_platform(
     gone = rows.pop(data.draw(st.integers(0, len(rows) - 1)))
     [found] = reconcile(rows, ledger)
     assert (found.kind, found.order_id, found.trade_type) == (
-        "missing_on_platform", gone.order_id, gone.trade_type)
+        "missing_on_platform",
+        gone.order_id,
+        gone.trade_type,
+    )
     assert found.ledger_amount == gone.amount and found.platform_amount is None
 
 
@@ -125,23 +138,26 @@ def test_an_order_the_ledger_lacks_is_exactly_missing_in_ledger(
     rows, ledger = both_sides(orders)
     gone = ledger.pop(data.draw(st.integers(0, len(ledger) - 1)))
     [found] = reconcile(rows, ledger)
-    assert (found.kind, found.order_id, found.event_id) == ("missing_in_ledger", gone.order_id,
-                                                            None)  # fmt: skip
+    assert (found.kind, found.order_id, found.event_id) == (
+        "missing_in_ledger",
+        gone.order_id,
+        None,
+    )
     assert found.platform_amount == gone.amount and found.platform_serial == "Q" + gone.order_id
 
 
-@given(_ORDERS, st.data(), st.integers(-10**6, 10**6).filter(bool))
+@given(_ORDERS, st.data(), st.integers(-(10**6), 10**6).filter(bool))
 def test_an_altered_amount_is_exactly_an_amount_mismatch(
     orders: list[tuple[Any, str, int]], data: st.DataObject, delta: int
 ) -> None:
     rows, ledger = both_sides(orders)
     index = data.draw(st.integers(0, len(ledger) - 1))
-    altered = ledger[index] = dataclasses.replace(ledger[index],
-                                                  amount=ledger[index].amount + delta)
+    altered = ledger[index] = dataclasses.replace(
+        ledger[index], amount=ledger[index].amount + delta
+    )
     [found] = reconcile(rows, ledger)
     assert (found.kind, found.order_id) == ("amount_mismatch", altered.order_id)
-    assert (found.platform_amount, found.ledger_amount) == (altered.amount - delta,
-                                                            altered.amount)  # fmt: skip
+    assert (found.platform_amount, found.ledger_amount) == (altered.amount - delta, altered.amount)
 
 
 @given(_ORDERS, st.data(), _NOT_SUCCEEDED)
@@ -153,7 +169,10 @@ def test_a_listed_order_the_ledger_did_not_see_succeed_is_a_status_mismatch(
     ledger[index] = dataclasses.replace(ledger[index], status=status)
     [found] = reconcile(rows, ledger)
     assert (found.kind, found.order_id, found.ledger_status) == (
-        "status_mismatch", ledger[index].order_id, status)
+        "status_mismatch",
+        ledger[index].order_id,
+        status,
+    )
     assert found.platform_status == ("02" if ledger[index].trade_type == "01" else "12")
 
 
@@ -166,18 +185,23 @@ def test_orders_that_did_not_succeed_need_not_be_listed(
 
 
 @given(_ORDERS, st.data())
-def test_a_doubled_line_is_an_amount_mismatch(orders: list[tuple[Any, str, int]],
-                                              data: st.DataObject) -> None:  # fmt: skip
+def test_a_doubled_line_is_an_amount_mismatch(
+    orders: list[tuple[Any, str, int]], data: st.DataObject
+) -> None:
     rows, ledger = both_sides(orders)
     doubled = rows[data.draw(st.integers(0, len(rows) - 1))]
     [found] = reconcile([*rows, doubled], ledger)
     assert (found.kind, found.platform_amount, found.note) == (
-        "amount_mismatch", 2 * doubled.amount, "listed 2 times")
+        "amount_mismatch",
+        2 * doubled.amount,
+        "listed 2 times",
+    )
 
 
 @given(_ORDERS, st.randoms())
-def test_the_order_of_the_inputs_does_not_matter(orders: list[tuple[Any, str, int]],
-                                                 rng: Any) -> None:  # fmt: skip
+def test_the_order_of_the_inputs_does_not_matter(
+    orders: list[tuple[Any, str, int]], rng: Any
+) -> None:
     rows, ledger = both_sides(orders)
     ledger = [dataclasses.replace(o, amount=o.amount + 1) for o in ledger[::2]]
     expected = reconcile(rows, ledger)
@@ -203,62 +227,114 @@ def _found(kind: Any, ledger_status: str | None = "unknown") -> Discrepancy:
     return Discrepancy(kind, "01", "PAY0000000001", "Q1", "evt-1", 500, 500, "02", ledger_status)
 
 
-@pytest.mark.parametrize(("found", "answer", "resolved"), [
-    (_found("status_mismatch"), Recheck(order_status="02", amount=500, order_date=DAY_TEXT), True),
-    (_found("status_mismatch", "in_flight"), Recheck(order_status="02", amount=500), True),
-    (_found("status_mismatch", "failed"), Recheck(order_status="02", amount=500), False),
-    (_found("status_mismatch"), Recheck(order_status="03", amount=500), False),
-    (_found("status_mismatch"), Recheck(order_status="02", amount=400), False),
-    (_found("status_mismatch"), Recheck(found=False), False),
-    (_found("missing_on_platform", "succeeded"),
-     Recheck(order_status="02", amount=500, order_date="20250902"), True),
-    (_found("missing_on_platform", "succeeded"),
-     Recheck(order_status="02", amount=500, order_date=DAY_TEXT), False),
-    (_found("missing_on_platform", "succeeded"), Recheck(found=False), False),
-    (_found("missing_in_ledger", None), Recheck(order_status="02", amount=500), False),
-    (_found("amount_mismatch", "succeeded"), Recheck(order_status="02", amount=500), False),
-    (_found("status_mismatch"), Recheck(error="PlatformUnavailable: HTTP 503"), False),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("found", "answer", "resolved"),
+    [
+        (
+            _found("status_mismatch"),
+            Recheck(order_status="02", amount=500, order_date=DAY_TEXT),
+            True,
+        ),
+        (_found("status_mismatch", "in_flight"), Recheck(order_status="02", amount=500), True),
+        (_found("status_mismatch", "failed"), Recheck(order_status="02", amount=500), False),
+        (_found("status_mismatch"), Recheck(order_status="03", amount=500), False),
+        (_found("status_mismatch"), Recheck(order_status="02", amount=400), False),
+        (_found("status_mismatch"), Recheck(found=False), False),
+        (
+            _found("missing_on_platform", "succeeded"),
+            Recheck(order_status="02", amount=500, order_date="20250902"),
+            True,
+        ),
+        (
+            _found("missing_on_platform", "succeeded"),
+            Recheck(order_status="02", amount=500, order_date=DAY_TEXT),
+            False,
+        ),
+        (_found("missing_on_platform", "succeeded"), Recheck(found=False), False),
+        (_found("missing_in_ledger", None), Recheck(order_status="02", amount=500), False),
+        (_found("amount_mismatch", "succeeded"), Recheck(order_status="02", amount=500), False),
+        (_found("status_mismatch"), Recheck(error="PlatformUnavailable: HTTP 503"), False),
+    ],
+)
 def test_what_a_status_query_settles(found: Discrepancy, answer: Recheck, resolved: bool) -> None:
     checked, settled = recheck(found, answer, DAY_TEXT)
     assert settled is resolved
-    assert checked.note.startswith("status query") and (
-        ("resolved:" in checked.note) is resolved)
+    assert checked.note.startswith("status query") and (("resolved:" in checked.note) is resolved)
 
 
 def test_a_recheck_records_what_the_platform_said() -> None:
-    checked, _ = recheck(_found("missing_on_platform", "succeeded"), Recheck(found=False),
-                         DAY_TEXT)  # fmt: skip
+    checked, _ = recheck(_found("missing_on_platform", "succeeded"), Recheck(found=False), DAY_TEXT)
     assert checked.platform_status == "not_found"
     assert "no such order" in checked.note
-    failed, _ = recheck(_found("status_mismatch", "failed"),
-                        Recheck(order_status="02", amount=500), DAY_TEXT)  # fmt: skip
+    failed, _ = recheck(
+        _found("status_mismatch", "failed"), Recheck(order_status="02", amount=500), DAY_TEXT
+    )
     assert "the HIS was told 'failed'" in failed.note
 
 
 # --- ledger records -> orders ------------------------------------------------------------------
 
 
-def record(event_id: str, trans_code: str | None, data: dict[str, Any], *,
-           outcome: str | None = "succeeded", answer: dict[str, Any] | None = None,
-           received_at: datetime = PAY_TIME) -> EventRecord:  # fmt: skip
-    result = None if outcome is None else build_result(
-        event_id=event_id, event_type="payment.requested", trans_code=trans_code,
-        outcome=Outcome(outcome), at=received_at, attempts=1, data=answer,
-    ).model_dump(mode="json")  # fmt: skip
+def record(
+    event_id: str,
+    trans_code: str | None,
+    data: dict[str, Any],
+    *,
+    outcome: str | None = "succeeded",
+    answer: dict[str, Any] | None = None,
+    received_at: datetime = PAY_TIME,
+) -> EventRecord:
+    result = (
+        None
+        if outcome is None
+        else build_result(
+            event_id=event_id,
+            event_type="payment.requested",
+            trans_code=trans_code,
+            outcome=Outcome(outcome),
+            at=received_at,
+            attempts=1,
+            data=answer,
+        ).model_dump(mode="json")
+    )
     state = EventState.COMPLETED if outcome else EventState.IN_FLIGHT
-    return EventRecord(event_id, "payment.requested", trans_code, {"data": data}, "h", None,
-                       state, outcome, result, None, received_at, received_at, None, None, 1)
+    return EventRecord(
+        event_id,
+        "payment.requested",
+        trans_code,
+        {"data": data},
+        "h",
+        None,
+        state,
+        outcome,
+        result,
+        None,
+        received_at,
+        received_at,
+        None,
+        None,
+        1,
+    )
 
 
 def test_the_day_is_the_platform_order_time_else_when_received_in_china_time() -> None:
     late = datetime(2025, 8, 31, 23, 59, tzinfo=CHINA_TZ)
-    paid = record("e1", "HOS00003", {"orderId": "PAY00000001", "amt": 5},
-                  answer={"orderTime": "20250901000012", "queryId": "Q1"}, received_at=late)
+    paid = record(
+        "e1",
+        "HOS00003",
+        {"orderId": "PAY00000001", "amt": 5},
+        answer={"orderTime": "20250901000012", "queryId": "Q1"},
+        received_at=late,
+    )
     assert ledger_day(paid) == DAY_TEXT
     utc_evening = datetime(2025, 8, 31, 17, 0, tzinfo=UTC)  # 01:00 on Sept 1st in China
-    pending = record("e2", "HOS00003", {"orderId": "PAY00000002", "amt": 5}, outcome=None,
-                     received_at=utc_evening)  # fmt: skip
+    pending = record(
+        "e2",
+        "HOS00003",
+        {"orderId": "PAY00000002", "amt": 5},
+        outcome=None,
+        received_at=utc_evening,
+    )
     assert ledger_day(pending) == DAY_TEXT
 
 
@@ -266,30 +342,45 @@ def test_ledger_orders_are_pay_and_refund_events_one_per_order() -> None:
     data = {"orderId": "PAY00000001", "amt": 500}
     holder = record("e1", "HOS00003", data, answer={"queryId": "Q1"})
     conflict = record("e0", "HOS00003", {**data, "amt": 1}, outcome="failed")
-    refund = record("e2", "HOS00004", {"orderId": "RFD00000001", "amtRefund": 100},
-                    outcome="unknown")  # fmt: skip
+    refund = record(
+        "e2", "HOS00004", {"orderId": "RFD00000001", "amtRefund": 100}, outcome="unknown"
+    )
     query = record("e3", "HOS00012", {"orderId": "PAY00000001"})
     orders = {o.key: o for o in ledger_orders_from([conflict, holder, refund, query])}
     assert orders == {
-        ("01", "PAY00000001"): LedgerOrder("01", "PAY00000001", "e1", 500, "succeeded",
-                                           DAY_TEXT, "Q1"),
+        ("01", "PAY00000001"): LedgerOrder(
+            "01", "PAY00000001", "e1", 500, "succeeded", DAY_TEXT, "Q1"
+        ),
         ("02", "RFD00000001"): LedgerOrder("02", "RFD00000001", "e2", 100, "unknown", DAY_TEXT),
-    }  # fmt: skip
+    }
     assert ledger_order(query) is None
 
 
 def test_the_report_is_excel_friendly_and_formula_safe() -> None:
     found = dataclasses.replace(_found("amount_mismatch", "succeeded"), note="=HYPERLINK(1)")
-    result = build_result(event_id="statement:20250901", event_type="statement.reconciled",
-                          trans_code="HOS00013", outcome=Outcome.SUCCEEDED, at=PAY_TIME,
-                          attempts=2, data={"discrepancies": [found.as_dict()]})  # fmt: skip
+    result = build_result(
+        event_id="statement:20250901",
+        event_type="statement.reconciled",
+        trans_code="HOS00013",
+        outcome=Outcome.SUCCEEDED,
+        at=PAY_TIME,
+        attempts=2,
+        data={"discrepancies": [found.as_dict()]},
+    )
     content = report_csv(result)
     assert content.startswith("\ufeff".encode())
     [line] = list(csv.DictReader(io.StringIO(content.decode("utf-8-sig"))))
-    assert line == {"kind": "amount_mismatch", "orderId": "PAY0000000001",
-                    "platformSerial": "Q1", "ledgerEventId": "evt-1", "platformAmount": "500",
-                    "ledgerAmount": "500", "platformStatus": "02", "ledgerStatus": "succeeded",
-                    "note": "'=HYPERLINK(1)"}  # fmt: skip
+    assert line == {
+        "kind": "amount_mismatch",
+        "orderId": "PAY0000000001",
+        "platformSerial": "Q1",
+        "ledgerEventId": "evt-1",
+        "platformAmount": "500",
+        "ledgerAmount": "500",
+        "platformStatus": "02",
+        "ledgerStatus": "succeeded",
+        "note": "'=HYPERLINK(1)",
+    }
 
 
 # =========================================================================== end to end
@@ -329,14 +420,14 @@ def new_id(prefix: str) -> str:
 
 
 def pay_data(order_id: str, amt: int) -> dict[str, Any]:
-    return {**json.loads(json.dumps(EXAMPLES["HOS00003"].request)), "orderId": order_id,
-            "amt": amt}  # fmt: skip
+    return {**json.loads(json.dumps(EXAMPLES["HOS00003"].request)), "orderId": order_id, "amt": amt}
 
 
 def send(his: HisSide, clock: FixedClock, event_type: str, data: dict[str, Any]) -> ReceivedResult:
     event_id = f"evt-{uuid.uuid4().hex}"
-    his.publish({"eventId": event_id, "type": event_type, "data": data,
-                 "occurredAt": clock().isoformat()})  # fmt: skip
+    his.publish(
+        {"eventId": event_id, "type": event_type, "data": data, "occurredAt": clock().isoformat()}
+    )
     result = his.next_result(20)
     assert result.correlation_id == event_id
     return result
@@ -348,22 +439,28 @@ def pay(his: HisSide, clock: FixedClock, amt: int) -> tuple[str, ReceivedResult]
 
 
 def refund(his: HisSide, clock: FixedClock, query_id: str, amt: int) -> ReceivedResult:
-    data = {**EXAMPLES["HOS00004"].request, "orderId": new_id("RFD"), "origOrderId": query_id,
-            "amtRefund": amt}  # fmt: skip
+    data = {
+        **EXAMPLES["HOS00004"].request,
+        "orderId": new_id("RFD"),
+        "origOrderId": query_id,
+        "amtRefund": amt,
+    }
     return send(his, clock, "refund.requested", data)
 
 
 def make_job(worker: Worker, clock: FixedClock, **options: Any) -> StatementJob:
     settings = worker.settings.model_copy(update={"statement_enabled": True})
-    return StatementJob(settings, worker.ledger, worker.client, clock=clock,
-                        http=httpx.Client(timeout=5), **options)  # fmt: skip
+    return StatementJob(
+        settings, worker.ledger, worker.client, clock=clock, http=httpx.Client(timeout=5), **options
+    )
 
 
 def with_job(worker: Worker, job: StatementJob, interval_s: float = 0.05) -> Worker:
     """The worker with the job among its engine's periodic jobs, as app.py will wire it."""
     old = worker.engine
-    config = dataclasses.replace(old.config, periodic=[*old.config.periodic,
-                                                        (interval_s, job.run_due)])
+    config = dataclasses.replace(
+        old.config, periodic=[*old.config.periodic, (interval_s, job.run_due)]
+    )
     engine = Engine(old.transport, worker.topology, worker.processor.handle, config)
     return dataclasses.replace(worker, engine=engine)
 
@@ -425,14 +522,17 @@ def test_a_day_with_injected_mismatches_yields_exactly_those(
     assert kinds_and_orders(data) == {("missing_in_ledger", unseen), ("amount_mismatch", altered)}
     assert (data["clean"], data["discrepancyCount"], data["resolved"]) == (False, 2, [])
     by_kind = {item["kind"]: item for item in data["discrepancies"]}
-    assert (by_kind["amount_mismatch"]["platformAmount"],
-            by_kind["amount_mismatch"]["ledgerAmount"]) == (49000, 50000)  # fmt: skip
+    assert (
+        by_kind["amount_mismatch"]["platformAmount"],
+        by_kind["amount_mismatch"]["ledgerAmount"],
+    ) == (49000, 50000)
     assert by_kind["missing_in_ledger"]["ledgerEventId"] is None
     assert by_kind["missing_in_ledger"]["platformStatus"] == "02"  # the status query agrees
     assert observer.kinds == Counter({"missing_in_ledger": 1, "amount_mismatch": 1})
     report = report_path(settings.report_dir, DAY)
-    assert {(line["kind"], line["orderId"]) for line in report_lines(report)} == \
-        kinds_and_orders(data)  # fmt: skip
+    assert {(line["kind"], line["orderId"]) for line in report_lines(report)} == kinds_and_orders(
+        data
+    )
     for text in (report.read_text("utf-8-sig"), message.body.decode()):
         assert PATIENT_NAME not in text and ID_NO not in text and kept not in text
 
@@ -451,13 +551,14 @@ def test_an_order_the_platform_lost_is_missing_on_platform(
         run = make_job(worker, clock).run(DAY)
     [item] = run.discrepancies
     assert (item["kind"], item["orderId"], item["platformStatus"]) == (
-        "missing_on_platform", lost, "not_found")
+        "missing_on_platform",
+        lost,
+        "not_found",
+    )
     assert item["ledgerStatus"] == "succeeded" and "no such order" in item["note"]
 
 
 # --- clean days, the schedule and idempotency --------------------------------------------------
-
-
 
 
 BACKENDS = ["memory-sqlite", "rabbitmq-postgres"]  # what conftest.py runs `backend` on
@@ -475,8 +576,10 @@ def test_a_clean_day_through_the_real_worker_is_reconciled_once(
         with running(with_job(worker, job)) as worker:
             _, paid = pay(his, clock, 30000)
             pay(his, clock, 20000)
-            assert refund(his, clock, paid.body["data"]["queryId"], 10000).routing_key == \
-                "refund.requested.succeeded"  # fmt: skip
+            assert (
+                refund(his, clock, paid.body["data"]["queryId"], 10000).routing_key
+                == "refund.requested.succeeded"
+            )
             clock.now = RECONCILE_TIME  # the engine's next periodic call reconciles the day
             result = his.next_result(20)
             wait_until(lambda: published_at(worker) is not None)
@@ -490,11 +593,18 @@ def test_a_clean_day_through_the_real_worker_is_reconciled_once(
     assert result.routing_key == RESULT_KEY and result.correlation_id == "statement:20250901"
     data = result_data(result.body)
     assert (data["clean"], data["discrepancies"], data["resolved"]) == (True, [], [])
-    assert data["statement"] == {"payCount": 2, "payTotal": 50000, "refundCount": 1,
-                                 "refundTotal": 10000}  # fmt: skip
+    assert data["statement"] == {
+        "payCount": 2,
+        "payTotal": 50000,
+        "refundCount": 1,
+        "refundTotal": 10000,
+    }
     assert data["ledgerOrders"] == 3 and observer.kinds == Counter()
     assert (again.fresh, again.published, again.result.resultId) == (
-        False, True, result.body["resultId"])
+        False,
+        True,
+        result.body["resultId"],
+    )
     assert job.disposition(again) is None
     assert (report.read_bytes(), report.stat().st_mtime_ns) == written
     assert report_lines(report) == []
@@ -520,7 +630,10 @@ def test_a_discrepancy_the_status_query_resolves_is_not_reported(
     assert (data["clean"], data["discrepancies"]) == (True, [])
     [resolved] = data["resolved"]
     assert (resolved["kind"], resolved["orderId"], resolved["ledgerStatus"]) == (
-        "status_mismatch", order_id, "unknown")
+        "status_mismatch",
+        order_id,
+        "unknown",
+    )
     assert "resolved" in resolved["note"] and observer.kinds == Counter()
     assert report_lines(run.report) == []
     [entry] = [e for e in journal if e.kind == "statement_resolved"]
@@ -533,8 +646,13 @@ def test_the_schedule_waits_for_the_time_retries_failures_and_honours_the_switch
     backend = memory_backend(tmp_path)
     settings = settings_for(backend, sim, tmp_path)
     with running(start_worker(backend, settings, clock=clock)) as worker:
-        off = StatementJob(settings.model_copy(update={"statement_enabled": False}),
-                           worker.ledger, worker.client, clock=clock, http=httpx.Client())
+        off = StatementJob(
+            settings.model_copy(update={"statement_enabled": False}),
+            worker.ledger,
+            worker.client,
+            clock=clock,
+            http=httpx.Client(),
+        )
         job = make_job(worker, clock, retry_after_s=600)
         clock.now = RECONCILE_TIME.replace(hour=12, minute=59)
         assert job.run_due() is None and "HOS00013" not in sim.stats()
@@ -570,14 +688,15 @@ def test_a_ledger_scan_over_the_limit_refuses_to_guess(
 
 
 def test_publish_confirmed_waits_for_the_confirm(tmp_path: Path) -> None:
+    from worker.broker.messages import Outgoing
     from worker.cli.statement_cmd import publish_confirmed
-    from worker.messages import Outgoing
 
     broker = MemoryBroker()
     broker.declare_queue("seen")
     broker.bind("seen", "his.results", "#")
-    publish_confirmed(MemoryTransport(broker), [Outgoing("his.results", RESULT_KEY, b"{}")],
-                      timeout_s=1)  # fmt: skip
+    publish_confirmed(
+        MemoryTransport(broker), [Outgoing("his.results", RESULT_KEY, b"{}")], timeout_s=1
+    )
     assert broker.get("seen") is not None
 
 
@@ -593,8 +712,12 @@ def test_the_cli_publishes_once_and_no_publish_withholds(
     vhost: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with run_in_thread(seed=7) as sim:  # the simulator dates today's payment: the CLI runs tomorrow
-        for name, value in {"PLATFORM_URL": sim.base_url + "/api", "BROKER_URL": vhost,
-                            "LEDGER_URL": sqlite_url(tmp_path), "READ_TIMEOUT_S": "2"}.items():
+        for name, value in {
+            "PLATFORM_URL": sim.base_url + "/api",
+            "BROKER_URL": vhost,
+            "LEDGER_URL": sqlite_url(tmp_path),
+            "READ_TIMEOUT_S": "2",
+        }.items():
             monkeypatch.setenv(f"HUIMIN_{name}", value)
         settings = Settings()
         his = AmqpHis(vhost, build_topology(settings.retry_delays_s, settings.retry_jitter))
@@ -629,16 +752,22 @@ def test_the_cli_refuses_a_malformed_date(capsys: pytest.CaptureFixture[str]) ->
     assert exited.value.code == 2 and "YYYYMMDD" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize(("now", "settle_date"), [
-    ("2026-11-29T10:00:00+08:00", "20261129"),  # today
-    ("2026-11-29T10:00:00+08:00", "20261205"),  # the future
-    ("2026-11-29T12:59:59+08:00", "20261128"),  # yesterday, before HUIMIN_STATEMENT_AFTER
-    ("2026-11-29T04:59:59+00:00", "20261128"),  # the same moment in UTC
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("now", "settle_date"),
+    [
+        ("2026-11-29T10:00:00+08:00", "20261129"),  # today
+        ("2026-11-29T10:00:00+08:00", "20261205"),  # the future
+        ("2026-11-29T12:59:59+08:00", "20261128"),  # yesterday, before HUIMIN_STATEMENT_AFTER
+        ("2026-11-29T04:59:59+00:00", "20261128"),  # the same moment in UTC
+    ],
+)
 def test_the_cli_refuses_a_date_whose_statement_is_not_final(
-    now: str, settle_date: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    now: str,
+    settle_date: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
-) -> None:  # fmt: skip
+) -> None:
     monkeypatch.setenv("HUIMIN_LEDGER_URL", sqlite_url(tmp_path))
     clock = FixedClock(datetime.fromisoformat(now))
     assert cli("--date", settle_date, "--report-dir", str(tmp_path), clock=clock) == 2

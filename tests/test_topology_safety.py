@@ -24,22 +24,23 @@ import pytest
 
 from tests.test_worker import event, example
 from tests.worker_harness import Backend, create_vhost, delete_vhost, sqlite_url, vhost_url
-from worker.engine import Engine, EngineConfig
-from worker.errors import TopologyConflict, UnpublishableMessage
-from worker.events import WorkClass
-from worker.messages import Delivery, Disposition, Outgoing
-from worker.ops.broker import QueuedMessage
-from worker.ops.dead_letters import read_dead_letter
-from worker.topology import (
+from worker.broker.amqp import AmqpTransport
+from worker.broker.base import Transport
+from worker.broker.memory import MemoryBroker
+from worker.broker.memory_transport import MemoryTransport
+from worker.broker.messages import Delivery, Disposition, Outgoing
+from worker.broker.topology import (
     DEAD_LETTER_QUEUE,
     EVENTS_EXCHANGE,
     UNROUTABLE_QUEUE,
     build_topology,
     work_queue_name,
 )
-from worker.transport import Transport
-from worker.transport.amqp import AmqpTransport
-from worker.transport.memory import MemoryBroker, MemoryTransport
+from worker.contract.events import WorkClass
+from worker.errors import TopologyConflict, UnpublishableMessage
+from worker.ops.broker import QueuedMessage
+from worker.ops.dead_letters import read_dead_letter
+from worker.pipeline.engine import Engine, EngineConfig
 
 MONEY = work_queue_name(WorkClass.MONEY)
 
@@ -110,8 +111,7 @@ def test_a_message_returned_more_than_the_delivery_limit_is_dead_lettered_delive
     assert letter.headers["x-first-death-reason"] == "delivery_limit"
     assert letter.headers["x-first-death-queue"] == MONEY
     # `dlq list` shows why and where it came from, though the worker never saw it die
-    read = read_dead_letter(QueuedMessage(0, letter.body, letter.routing_key,
-                                          dict(letter.headers)))  # fmt: skip
+    read = read_dead_letter(QueuedMessage(0, letter.body, letter.routing_key, dict(letter.headers)))
     assert (read.reason, read.work_queue) == ("delivery_limit", MONEY)
 
 
@@ -132,8 +132,11 @@ def test_an_event_with_an_unknown_routing_key_lands_in_the_unroutable_queue(
     transport.publish(Outgoing(EVENTS_EXCHANGE, "payment.requestd", b"a typo"))
     transport.publish(Outgoing(EVENTS_EXCHANGE, "payment.requested", b"known"))
     lost = _take(transport, UNROUTABLE_QUEUE)
-    assert (lost.body, lost.routing_key, lost.exchange) == (b"a typo", "payment.requestd",
-                                                            EVENTS_EXCHANGE)  # fmt: skip
+    assert (lost.body, lost.routing_key, lost.exchange) == (
+        b"a typo",
+        "payment.requestd",
+        EVENTS_EXCHANGE,
+    )
     known = _take(transport, MONEY)
     assert (known.body, known.exchange) == (b"known", EVENTS_EXCHANGE)
 
@@ -146,14 +149,19 @@ def test_a_delivery_says_which_exchange_it_came_through(
     assert _take(transport, MONEY).exchange == ""
 
 
-@pytest.mark.parametrize("message", [
-    Outgoing("", MONEY, b"{}", message_id="e" * 256),
-    Outgoing("", "q" * 256, b"{}"),
-    Outgoing("", MONEY, b"{}", correlation_id="\u4e2d" * 86),  # 258 bytes in UTF-8
-    Outgoing("", MONEY, b"{}", headers={"x-bad": object()}),
-], ids=["message_id", "routing_key", "correlation_id", "header_value"])  # fmt: skip
+@pytest.mark.parametrize(
+    "message",
+    [
+        Outgoing("", MONEY, b"{}", message_id="e" * 256),
+        Outgoing("", "q" * 256, b"{}"),
+        Outgoing("", MONEY, b"{}", correlation_id="\u4e2d" * 86),  # 258 bytes in UTF-8
+        Outgoing("", MONEY, b"{}", headers={"x-bad": object()}),
+    ],
+    ids=["message_id", "routing_key", "correlation_id", "header_value"],
+)
 def test_a_message_amqp_cannot_carry_is_refused_and_the_connection_stays_usable(
-    connect, message: Outgoing  # type: ignore[no-untyped-def]
+    connect,
+    message: Outgoing,  # type: ignore[no-untyped-def]
 ) -> None:
     transport = connect()
     confirms: list[tuple[int, bool, bool]] = []
@@ -181,8 +189,12 @@ def test_the_consumed_queues_declare_their_own_limits_on_rabbitmq(
         transport.declare(build_topology([0.2], 0.0, delivery_limit=7))
     finally:
         transport.close()
-    listing = subprocess.run(["rabbitmqctl", "-q", "list_queues", "-p", name, "name",
-                              "arguments"], capture_output=True, text=True, check=True).stdout
+    listing = subprocess.run(
+        ["rabbitmqctl", "-q", "list_queues", "-p", name, "name", "arguments"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     arguments = dict(line.split("\t", 1) for line in listing.splitlines() if "\t" in line)
     for queue in (*[work_queue_name(c) for c in WorkClass], UNROUTABLE_QUEUE):
         assert '{"x-delivery-limit",7}' in arguments[queue], arguments[queue]
@@ -198,13 +210,15 @@ def test_a_queue_or_exchange_declared_by_an_older_version_is_one_clear_error(
     own_vhost: tuple[str, str], old: str
 ) -> None:
     name, url = own_vhost
-    connection = amqp.Connection("127.0.0.1:5672", userid="guest", password="guest",
-                                 virtual_host=name)  # fmt: skip
+    connection = amqp.Connection(
+        "127.0.0.1:5672", userid="guest", password="guest", virtual_host=name
+    )
     connection.connect()
     channel = connection.channel()
     if old == "queue":  # as the previous version declared it: no limits
-        channel.queue_declare(MONEY, durable=True, auto_delete=False,
-                              arguments={"x-queue-type": "quorum"})  # fmt: skip
+        channel.queue_declare(
+            MONEY, durable=True, auto_delete=False, arguments={"x-queue-type": "quorum"}
+        )
     else:  # no alternate exchange
         channel.exchange_declare(EVENTS_EXCHANGE, "topic", durable=True, auto_delete=False)
     connection.close()
@@ -226,16 +240,18 @@ def test_the_engine_stops_on_a_topology_conflict_instead_of_reconnecting_forever
     own_vhost: tuple[str, str],
 ) -> None:
     name, url = own_vhost
-    connection = amqp.Connection("127.0.0.1:5672", userid="guest", password="guest",
-                                 virtual_host=name)  # fmt: skip
+    connection = amqp.Connection(
+        "127.0.0.1:5672", userid="guest", password="guest", virtual_host=name
+    )
     connection.connect()
-    connection.channel().exchange_declare(EVENTS_EXCHANGE, "topic", durable=True,
-                                          auto_delete=False)  # fmt: skip
+    connection.channel().exchange_declare(EVENTS_EXCHANGE, "topic", durable=True, auto_delete=False)
     connection.close()
-    config = EngineConfig(queues=[MONEY], concurrency=1, prefetch=1, confirm_timeout_s=1,
-                          shutdown_deadline_s=1)  # fmt: skip
-    engine = Engine(AmqpTransport(url), build_topology([0.2], 0.0),
-                    lambda delivery: Disposition(), config)  # fmt: skip
+    config = EngineConfig(
+        queues=[MONEY], concurrency=1, prefetch=1, confirm_timeout_s=1, shutdown_deadline_s=1
+    )
+    engine = Engine(
+        AmqpTransport(url), build_topology([0.2], 0.0), lambda delivery: Disposition(), config
+    )
     started = time.monotonic()
     with pytest.raises(TopologyConflict):
         engine.run()
@@ -245,11 +261,14 @@ def test_the_engine_stops_on_a_topology_conflict_instead_of_reconnecting_forever
 
 @pytest.mark.rabbitmq
 def test_dlq_list_names_the_delivery_limit_for_a_message_rabbitmq_dead_lettered_itself(
-    own_vhost: tuple[str, str], tmp_path: Path, cli  # type: ignore[no-untyped-def]
+    own_vhost: tuple[str, str],
+    tmp_path: Path,
+    cli,  # type: ignore[no-untyped-def]
 ) -> None:
     _, url = own_vhost
     settings = Backend("rabbitmq-sqlite", url, sqlite_url(tmp_path)).settings(
-        "http://127.0.0.1:1/api", delivery_limit=2)
+        "http://127.0.0.1:1/api", delivery_limit=2
+    )
     transport = AmqpTransport(url)
     transport.connect()
     try:

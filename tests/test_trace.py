@@ -22,11 +22,11 @@ from tests.worker_harness import (
     running,
     start_worker,
 )
-from worker.his import AmqpHis
-from worker.ledger.base import Ledger, NewEvent, open_ledger
+from worker.ledger import Ledger, NewEvent, open_ledger
 from worker.ops.trace import render_text, trace
+from worker.sandbox.his import AmqpHis
+from worker.sandbox.simulator.server import SimulatorHandle
 from worker.settings import Settings
-from worker.simulator.server import SimulatorHandle
 
 SIMULATOR_SEED = 5  # the simulator fixture (conftest.py)
 
@@ -34,8 +34,6 @@ SIMULATOR_SEED = 5  # the simulator fixture (conftest.py)
 @pytest.fixture
 def settings(backend: Backend, simulator: SimulatorHandle) -> Settings:
     return backend.settings(simulator.base_url + "/api")
-
-
 
 
 def timeline(cli: Cli, settings: Settings, key: str) -> dict[str, Any]:
@@ -59,16 +57,24 @@ def test_a_reconciled_payment_reads_in_time_order_by_any_of_its_keys(
     items = found["timeline"]
     assert [i["at"] for i in items] == sorted(i["at"] for i in items)
     kinds = [i["kind"] for i in items]
-    for earlier, later in [("received", "attempt"), ("attempt", "retry_scheduled"),
-                           ("retry_scheduled", "status_query"), ("status_query", "reconcile"),
-                           ("reconcile", "result_stored"), ("result_stored", "result_published")]:
-        assert kinds.index(earlier) < kinds.index(later), kinds  # fmt: skip
+    for earlier, later in [
+        ("received", "attempt"),
+        ("attempt", "retry_scheduled"),
+        ("retry_scheduled", "status_query"),
+        ("status_query", "reconcile"),
+        ("reconcile", "result_stored"),
+        ("result_stored", "result_published"),
+    ]:
+        assert kinds.index(earlier) < kinds.index(later), kinds
     call = items[kinds.index("attempt")]["detail"]
     assert (call["transCode"], call["outcome"], call["rtCode"]) == ("HOS00003", "unknown", None)
     assert call["platformSeqId"] and call["durationMs"] >= 900  # waited out the read timeout
     query = items[kinds.index("status_query")]["detail"]
-    assert (query["transCode"], query["rtCode"], query["outcome"]) == ("HOS00012", "0000",
-                                                                       "succeeded")
+    assert (query["transCode"], query["rtCode"], query["outcome"]) == (
+        "HOS00012",
+        "0000",
+        "succeeded",
+    )
     assert kinds.count("result_published") == 1
     # the same timeline by eventId and by the queryId the platform answered with
     assert timeline(cli, settings, payment["eventId"])["timeline"] == items
@@ -117,19 +123,38 @@ PERSONAL = "证件 440101199001011234 手机 13912345678"  # free text: numbers 
 
 
 def _result(outcome: str, result_id: str, at: datetime) -> dict[str, Any]:
-    return {"resultId": result_id, "outcome": outcome, "rtCode": None, "rtMsg": PERSONAL,
-            "orderStatus": None, "attempts": 1, "errors": [], "occurredAt": at.isoformat()}
+    return {
+        "resultId": result_id,
+        "outcome": outcome,
+        "rtCode": None,
+        "rtMsg": PERSONAL,
+        "orderStatus": None,
+        "attempts": 1,
+        "errors": [],
+        "occurredAt": at.isoformat(),
+    }
 
 
 def test_a_reopened_event_keeps_its_set_aside_result_in_the_timeline(tmp_path: Path) -> None:
     ledger: Ledger = open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
     ledger.migrate()
     try:
-        ledger.begin_event(NewEvent("E-1", "patient.posted", "HOS00020", {}, "h", None,
-                                    {"treatmentSerialNo": "ZY1"}, _at(0)))  # fmt: skip
+        ledger.begin_event(
+            NewEvent(
+                "E-1",
+                "patient.posted",
+                "HOS00020",
+                {},
+                "h",
+                None,
+                {"treatmentSerialNo": "ZY1"},
+                _at(0),
+            )
+        )
         seq = ledger.start_attempt("E-1", "HOS00020", "SEQ1", "call", _at(1))
-        ledger.finish_attempt(seq, at=_at(1.5), http_status=503, rt_code=None,
-                              outcome="retry_safe", error="HTTP 503")  # fmt: skip
+        ledger.finish_attempt(
+            seq, at=_at(1.5), http_status=503, rt_code=None, outcome="retry_safe", error="HTTP 503"
+        )
         ledger.complete_event("E-1", "failed", _result("failed", "res-1", _at(2)), _at(2))
         ledger.mark_result_published("E-1", _at(3), journal={"resultId": "res-1"})
         ledger.reopen_event("E-1", _at(4), {"operator": "carol", "by": "dlq replay"})
@@ -139,10 +164,14 @@ def test_a_reopened_event_keeps_its_set_aside_result_in_the_timeline(tmp_path: P
     finally:
         ledger.close()
     assert [(i.kind, i.at) for i in found.items] == [
-        ("received", _at(0)), ("attempt", _at(1)), ("result_stored", _at(2)),
-        ("result_published", _at(3)), ("reopened", _at(4)), ("replayed", _at(4)),
+        ("received", _at(0)),
+        ("attempt", _at(1)),
+        ("result_stored", _at(2)),
+        ("result_published", _at(3)),
+        ("reopened", _at(4)),
+        ("replayed", _at(4)),
         ("attempt", _at(5)),
-    ]  # fmt: skip
+    ]
     text = "\n".join(render_text(found))
     assert "HTTP 503 (retry_safe, 500 ms)" in text
     assert "no answer recorded" in text  # the unfinished attempt: reconcile, never re-send

@@ -14,10 +14,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from worker.topology import build_topology
-from worker.transport import Transport
-from worker.transport.amqp import AmqpTransport
-from worker.transport.memory import MemoryBroker, MemoryTransport
+from worker.broker.amqp import AmqpTransport
+from worker.broker.base import Transport
+from worker.broker.memory import MemoryBroker
+from worker.broker.memory_transport import MemoryTransport
+from worker.broker.topology import build_topology
 
 LONG_TIMEOUT_S = 30.0
 WOKEN_WITHIN_S = 10.0

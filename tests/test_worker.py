@@ -16,10 +16,10 @@ from tests.worker_harness import (
     running,
     start_worker,
 )
-from worker.his import HisSide, ReceivedResult
-from worker.models.examples import EXAMPLES
-from worker.simulator.server import SimulatorHandle
-from worker.topology import H_REASON
+from worker.broker.topology import H_REASON
+from worker.protocol.models.examples import EXAMPLES
+from worker.sandbox.his import HisSide, ReceivedResult
+from worker.sandbox.simulator.server import SimulatorHandle
 
 BACKENDS = ["memory-sqlite", "rabbitmq-sqlite", "rabbitmq-postgres"]
 
@@ -58,8 +58,9 @@ def one_result(his: HisSide, timeout: float = 20.0) -> ReceivedResult:
 # --- the journey: every event type produces its result -----------------------------------------
 
 
-def test_every_event_type_produces_its_result(backend: Backend, simulator: SimulatorHandle,
-                                              his: HisSide) -> None:  # fmt: skip
+def test_every_event_type_produces_its_result(
+    backend: Backend, simulator: SimulatorHandle, his: HisSide
+) -> None:
     settings = backend.settings(simulator.base_url + "/api")
     with running(start_worker(backend, settings)):
         pay_id, settle_id = new_order_id(), new_order_id("STL")
@@ -69,13 +70,27 @@ def test_every_event_type_produces_its_result(backend: Backend, simulator: Simul
             ("signing.url.requested", example("HOS00025")),
             ("signing.status.requested", example("HOS00001")),
             ("order.status.requested", {"orderId": pay_id}),
-            ("refund.requested", example("HOS00004", orderId=new_order_id("REF"),
-                                         origOrderId=query_id, amtRefund=100)),
+            (
+                "refund.requested",
+                example(
+                    "HOS00004", orderId=new_order_id("REF"), origOrderId=query_id, amtRefund=100
+                ),
+            ),
             # spend (400000 - 50000 non-credit - 100000 insurer) is within the 500000 deposit
-            ("discharge.trial.requested", example("HOST0014", origPayQueryId=query_id,
-                                                  settleAmt=400000)),
-            ("discharge.ready", example("HOS00014", origPayQueryId=query_id, orderId=settle_id,
-                                        settleAmt=400000, grAmt=300000)),
+            (
+                "discharge.trial.requested",
+                example("HOST0014", origPayQueryId=query_id, settleAmt=400000),
+            ),
+            (
+                "discharge.ready",
+                example(
+                    "HOS00014",
+                    origPayQueryId=query_id,
+                    orderId=settle_id,
+                    settleAmt=400000,
+                    grAmt=300000,
+                ),
+            ),
             ("statement.requested", example("HOS00013")),
             ("patient.posted", example("HOS00020")),
             ("medical-record.posted", example("HOS00021")),
@@ -91,11 +106,13 @@ def test_every_event_type_produces_its_result(backend: Backend, simulator: Simul
         for event_type, data in steps:
             result = _publish_and_wait(his, event_type, data)
             outcomes[event_type] = (result.routing_key, result.body["rtCode"], result.body["rtMsg"])
-        status = _publish_and_wait(his, "discharge.status.requested", example(
-            "HOS00016", orderId=settle_id))
+        status = _publish_and_wait(
+            his, "discharge.status.requested", example("HOS00016", orderId=settle_id)
+        )
     assert pay.routing_key == "payment.requested.succeeded"
-    assert {k: v[0] for k, v in outcomes.items()} == {
-        k: f"{k}.succeeded" for k, _ in steps}, outcomes
+    assert {k: v[0] for k, v in outcomes.items()} == {k: f"{k}.succeeded" for k, _ in steps}, (
+        outcomes
+    )
     assert status.routing_key == "discharge.status.requested.succeeded"
 
 
@@ -174,7 +191,7 @@ def test_an_invalid_event_is_dead_lettered_with_a_reason_and_a_failed_result(
         result_unknown_type = one_result(his)
         letters = _wait_dead_letters(his, 3)
     assert result.routing_key == "payment.requested.failed"
-    assert {"field": "data.amt"} .items() <= result.body["errors"][0].items()
+    assert {"field": "data.amt"}.items() <= result.body["errors"][0].items()
     assert result_unknown_type.body["errors"][0]["field"] == "type"
     reasons = sorted(letter.headers[H_REASON] for letter in letters)  # handled concurrently
     assert reasons == ["invalid_event", "invalid_event", "unknown_type"]

@@ -22,9 +22,9 @@ from tests.worker_harness import (
     sqlite_url,
     vhost_url,
 )
-from worker.his import AmqpHis, ReceivedResult
-from worker.simulator.server import SimulatorHandle, run_in_thread
-from worker.topology import build_topology
+from worker.broker.topology import build_topology
+from worker.sandbox.his import AmqpHis, ReceivedResult
+from worker.sandbox.simulator.server import SimulatorHandle, run_in_thread
 
 
 @pytest.fixture
@@ -48,23 +48,28 @@ def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 def worker_process(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "worker.cli", "run"], env=env,
-        stdout=log.open("ab"), stderr=subprocess.STDOUT,
-    )  # fmt: skip
+        [sys.executable, "-m", "worker.cli", "run"],
+        env=env,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+    )
 
 
 def environment(broker_url: str, ledger_url: str, platform_url: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HUIMIN_")}
     env |= {
-        "HUIMIN_BROKER_URL": broker_url, "HUIMIN_LEDGER_URL": ledger_url,
-        "HUIMIN_PLATFORM_URL": platform_url, "HUIMIN_READ_TIMEOUT_S": "10",
+        "HUIMIN_BROKER_URL": broker_url,
+        "HUIMIN_LEDGER_URL": ledger_url,
+        "HUIMIN_PLATFORM_URL": platform_url,
+        "HUIMIN_READ_TIMEOUT_S": "10",
         "HUIMIN_RETRY_DELAYS_S": str(FAST_RETRIES["retry_delays_s"]),
         # a stable replica name: the restarted worker resumes its own lease at once
-        "HUIMIN_WORKER_NAME": "crash-test-worker", "HUIMIN_METRICS_PORT": "0",
+        "HUIMIN_WORKER_NAME": "crash-test-worker",
+        "HUIMIN_METRICS_PORT": "0",
         "HUIMIN_LOG_FORMAT": "text",
         # the daily statement job would publish into his.results once 13:00 China time passed
         "HUIMIN_STATEMENT_ENABLED": "false",
-    }  # fmt: skip
+    }
     return env
 
 
@@ -93,8 +98,9 @@ def test_sigkill_mid_payment_then_restart_charges_once(
         _crash_and_recover(simulator, vhost, ledger_url, tmp_path)
 
 
-def _crash_and_recover(simulator: SimulatorHandle, vhost: str, ledger_url: str,
-                       tmp_path: Path) -> None:  # fmt: skip
+def _crash_and_recover(
+    simulator: SimulatorHandle, vhost: str, ledger_url: str, tmp_path: Path
+) -> None:
     # the platform processes the payment, then sits on the answer for 5 s
     simulator.add_fault("lose_response", "HOS00003", times=1, seconds=5)
     env = environment(vhost, ledger_url, simulator.base_url + "/api")

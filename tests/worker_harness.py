@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,13 +20,15 @@ from urllib.parse import quote
 import psycopg
 
 from worker.app import Worker, build_worker
-from worker.his import AmqpHis, HisSide, MemoryHis
-from worker.ledger.base import Ledger, open_ledger
+from worker.broker.amqp import AmqpTransport
+from worker.broker.base import Transport
+from worker.broker.memory import MemoryBroker
+from worker.broker.memory_transport import MemoryTransport
+from worker.broker.topology import topology_for
+from worker.ledger import Ledger, open_ledger
+from worker.retry import RetryPolicy
+from worker.sandbox.his import AmqpHis, HisSide, MemoryHis
 from worker.settings import Settings
-from worker.topology import build_topology
-from worker.transport import Transport
-from worker.transport.amqp import AmqpTransport
-from worker.transport.memory import MemoryBroker, MemoryTransport
 
 FAST_RETRIES: dict[str, Any] = {
     "retry_delays_s": [0.2, 0.4, 0.8],
@@ -42,8 +45,11 @@ FAST_RETRIES: dict[str, Any] = {
 
 def create_vhost(name: str) -> None:
     subprocess.run(["rabbitmqctl", "-q", "add_vhost", name], check=True, capture_output=True)
-    subprocess.run(["rabbitmqctl", "-q", "set_permissions", "-p", name, "guest", ".*", ".*", ".*"],
-                   check=True, capture_output=True)  # fmt: skip
+    subprocess.run(
+        ["rabbitmqctl", "-q", "set_permissions", "-p", name, "guest", ".*", ".*", ".*"],
+        check=True,
+        capture_output=True,
+    )
 
 
 def delete_vhost(name: str) -> None:
@@ -67,8 +73,13 @@ class Backend:
     memory: MemoryBroker | None = None
 
     def settings(self, platform_url: str, **overrides: Any) -> Settings:
-        values = {**FAST_RETRIES, "platform_url": platform_url, "ledger_url": self.ledger_url,
-                  "broker_url": self.broker_url or "memory://", **overrides}  # fmt: skip
+        values = {
+            **FAST_RETRIES,
+            "platform_url": platform_url,
+            "ledger_url": self.ledger_url,
+            "broker_url": self.broker_url or "memory://",
+            **overrides,
+        }
         return Settings(**values)
 
     def transport(self) -> Transport:
@@ -78,8 +89,7 @@ class Backend:
         return AmqpTransport(self.broker_url, heartbeat=10)
 
     def his(self, settings: Settings) -> HisSide:
-        topology = build_topology(settings.retry_delays_s, settings.retry_jitter,
-                                  delivery_limit=settings.delivery_limit)  # fmt: skip
+        topology = topology_for(RetryPolicy.from_settings(settings))  # the worker's own
         if self.memory is not None:
             return MemoryHis(self.memory, topology)
         assert self.broker_url
@@ -91,6 +101,16 @@ class Backend:
         ledger = open_ledger(self.ledger_url)
         ledger.migrate()
         return ledger
+
+    def settle(self, rabbitmq_wait_s: float, timeout: float = 30.0) -> None:
+        """Wait until nothing more will happen on the broker. The in-memory broker knows
+        (MemoryBroker.join: every message consumed and settled, no retry waiting out its
+        TTL); RabbitMQ cannot say, so there the test waits `rabbitmq_wait_s`, long enough
+        for whatever would otherwise follow."""
+        if self.memory is not None:
+            self.memory.join(timeout)
+        else:
+            time.sleep(rabbitmq_wait_s)
 
 
 @contextmanager

@@ -9,26 +9,30 @@ import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
 
 import httpx
 from prometheus_client import CollectorRegistry
 
-from . import __version__
-from .client import Attempt, ClientObserver, PlatformClient, build_download_transport
-from .clock import Clock, system_clock
-from .engine import Engine, EngineConfig, EngineObserver, Handler
-from .health import HealthServer, probe_ledger, worker_checks
-from .ledger.base import Ledger, open_ledger
-from .messages import Delivery, Disposition
-from .metrics import WorkerMetrics
-from .ops.statement_job import StatementJob
-from .processor import Processor
-from .settings import Settings, insecure_transport
-from .sweeper import Sweeper, parker
-from .topology import Topology, build_topology
-from .transport import Transport
-from .transport.amqp import SQLITE_OWNER_QUEUE, AmqpTransport
+from worker import __version__
+from worker.broker.amqp import SQLITE_OWNER_QUEUE, AmqpTransport
+from worker.broker.base import Transport
+from worker.broker.messages import Delivery, Disposition
+from worker.broker.topology import Topology, topology_for
+from worker.clock import Clock, system_clock
+from worker.health import HealthServer, probe_ledger, worker_checks
+from worker.ledger import Ledger
+from worker.ledger.open import open_migrated_ledger
+from worker.metrics import WorkerMetrics
+from worker.pipeline.engine import Engine, EngineConfig, EngineObserver, Handler
+from worker.pipeline.intake import IntakeRules
+from worker.pipeline.processor import Processor
+from worker.pipeline.sweeper import Sweeper, parker
+from worker.platform.attempts import Attempt, ClientObserver
+from worker.platform.client import PlatformClient
+from worker.platform.http import build_download_transport
+from worker.retry import RetryPolicy
+from worker.settings import Settings, insecure_transport
+from worker.statement.job import StatementJob
 
 log = logging.getLogger(__name__)
 
@@ -60,15 +64,10 @@ def worker_name(settings: Settings) -> str:
     return settings.worker_name or f"{socket.gethostname()}:{os.getpid()}"
 
 
-def sweep_grace(settings: Settings) -> timedelta:
-    """Never sweep an event that is merely waiting out its longest backoff delay."""
-    longest = max(settings.retry_delays_s) * (1 + settings.retry_jitter)
-    return timedelta(seconds=max(settings.sweep_grace_s, longest + 4 * settings.read_timeout_s))
-
-
-def build_metrics(settings: Settings) -> WorkerMetrics:
-    """The worker's metrics on a registry of its own (never prometheus_client's global one)."""
-    return WorkerMetrics(CollectorRegistry(), retry_schedule_length=len(settings.retry_delays_s))
+def build_metrics(policy: RetryPolicy) -> WorkerMetrics:
+    """The worker's metrics on a registry of its own (never prometheus_client's global one),
+    with one retry label per delay of the policy's schedule."""
+    return WorkerMetrics(CollectorRegistry(), retry_schedule_length=len(policy.schedule.delays_s))
 
 
 def build_worker(
@@ -83,18 +82,33 @@ def build_worker(
     metrics: WorkerMetrics | None = None,
 ) -> Worker:
     """The worker's parts. Metrics are always collected; the given observers see everything
-    the metrics see."""
-    metrics = metrics or build_metrics(settings)
-    ledger = ledger or open_ledger(settings.ledger_url.get_secret_value())
-    ledger.migrate()
+    the metrics see. The retry policy is built here, once, and handed to every part."""
+    policy = RetryPolicy.from_settings(settings)
+    metrics = metrics or build_metrics(policy)
+    if ledger is None:
+        url = settings.ledger_url.get_secret_value()
+        ledger = open_migrated_ledger(url, settings.ledger_start_wait_s)
+    else:
+        ledger.migrate()
     metrics.watch_ledger(ledger, clock)
-    client = PlatformClient(settings, transport=platform_transport, clock=clock,
-                            observer=_ClientObservers(metrics, client_observer))  # fmt: skip
-    topology = build_topology(settings.retry_delays_s, settings.retry_jitter,
-                              delivery_limit=settings.delivery_limit)  # fmt: skip
-    processor = Processor(settings, ledger, client, topology, clock=clock,
-                          owner=worker_name(settings))  # fmt: skip
-    sweeper = Sweeper(ledger, clock, sweep_grace(settings))
+    client = PlatformClient(
+        settings,
+        transport=platform_transport,
+        clock=clock,
+        observer=_ClientObservers(metrics, client_observer),
+        policy=policy,
+    )
+    topology = topology_for(policy)
+    processor = Processor(
+        ledger,
+        client,
+        topology,
+        policy=policy,
+        rules=IntakeRules.from_settings(settings),
+        clock=clock,
+        owner=worker_name(settings),
+    )
+    sweeper = Sweeper(ledger, clock, policy.sweep_grace())
     periodic = [(settings.sweep_interval_s, sweeper.sweep)]
     statement_http = statement = None
     if settings.statement_enabled:
@@ -103,9 +117,10 @@ def build_worker(
             transport=platform_transport or build_download_transport(settings),
             follow_redirects=True,
             timeout=httpx.Timeout(settings.read_timeout_s, connect=settings.connect_timeout_s),
-        )  # fmt: skip
-        statement = StatementJob(settings, ledger, client, clock=clock, http=statement_http,
-                                 observer=metrics)  # fmt: skip
+        )
+        statement = StatementJob(
+            settings, ledger, client, clock=clock, http=statement_http, observer=metrics
+        )
         periodic.append((STATEMENT_CHECK_INTERVAL_S, statement.run_due))
     config = EngineConfig(
         queues=[q.name for q in topology.consumed_queues()],
@@ -115,15 +130,33 @@ def build_worker(
         shutdown_deadline_s=settings.shutdown_deadline_s,
         periodic=periodic,
         probe=lambda: probe_ledger(ledger),  # while paused by a ledger outage
-        handler_error_retries=settings.handler_error_retries,
+        handler_error_retries=policy.handler_error_retries,
+        reconnect_delays_s=policy.reconnect_delays_s,
+        probe_delays_s=policy.probe_delays_s,
         park=parker(ledger, clock),  # the sweeper leaves what the engine dead-lettered
     )
-    transport = transport or AmqpTransport(settings.broker_url.get_secret_value(),
-                                           exclusive_claim=ledger_claim(settings))  # fmt: skip
-    engine = Engine(transport, topology, _counting_received(processor.handle, metrics), config,
-                    observer=_EngineObservers(metrics, engine_observer))  # fmt: skip
-    return Worker(settings, ledger, client, topology, processor, sweeper, engine, metrics,
-                  statement, statement_http)
+    transport = transport or AmqpTransport(
+        settings.broker_url.get_secret_value(), exclusive_claim=ledger_claim(settings)
+    )
+    engine = Engine(
+        transport,
+        topology,
+        _counting_received(processor.handle, metrics),
+        config,
+        observer=_EngineObservers(metrics, engine_observer),
+    )
+    return Worker(
+        settings,
+        ledger,
+        client,
+        topology,
+        processor,
+        sweeper,
+        engine,
+        metrics,
+        statement,
+        statement_http,
+    )
 
 
 def ledger_claim(settings: Settings) -> str | None:
@@ -133,15 +166,17 @@ def ledger_claim(settings: Settings) -> str | None:
     return SQLITE_OWNER_QUEUE if url.lower().startswith("sqlite:") else None
 
 
-def start_health_server(worker: Worker,
-                        engine_thread: threading.Thread | None) -> HealthServer | None:  # fmt: skip
+def start_health_server(
+    worker: Worker, engine_thread: threading.Thread | None
+) -> HealthServer | None:
     """/metrics, /healthz and /readyz on HUIMIN_METRICS_HOST:PORT; None when the port is 0."""
     settings = worker.settings
     if settings.metrics_port == 0:
         return None
     checks = worker_checks(worker.engine, worker.ledger, lambda: engine_thread)
-    server = HealthServer(settings.metrics_host, settings.metrics_port,
-                          worker.metrics.registry, checks)  # fmt: skip
+    server = HealthServer(
+        settings.metrics_host, settings.metrics_port, worker.metrics.registry, checks
+    )
     return server.start()
 
 
@@ -173,11 +208,15 @@ def announce_transport(worker: Worker) -> None:
     reasons = insecure_transport(worker.settings)
     worker.metrics.insecure_platform_transport(reasons)
     if reasons["tls_verify_off"]:
-        log.warning("INSECURE: HUIMIN_TLS_VERIFY=false: the platform's TLS certificate is not "
-                    "checked, anyone on the path can impersonate it")  # fmt: skip
+        log.warning(
+            "INSECURE: HUIMIN_TLS_VERIFY=false: the platform's TLS certificate is not "
+            "checked, anyone on the path can impersonate it"
+        )
     if reasons["plain_http"]:
-        log.warning("INSECURE: the platform URL (HUIMIN_PLATFORM_URL/HUIMIN_PLATFORM_URLS) is "
-                    "plain http:// to a host that is not loopback: use https://")  # fmt: skip
+        log.warning(
+            "INSECURE: the platform URL (HUIMIN_PLATFORM_URL/HUIMIN_PLATFORM_URLS) is "
+            "plain http:// to a host that is not loopback: use https://"
+        )
 
 
 def run_until_signalled(worker: Worker) -> int:
@@ -214,9 +253,12 @@ def _health_server(worker: Worker, engine: threading.Thread) -> HealthServer | N
         return start_health_server(worker, engine)
     except OSError as exc:  # the port taken, or not ours to bind: say which setting
         settings = worker.settings
-        raise OSError(exc.errno, f"HUIMIN_METRICS_PORT={settings.metrics_port}: cannot listen on "
-                      f"{settings.metrics_host}:{settings.metrics_port} ({exc.strerror}); choose "
-                      "a free port, or 0 to turn /metrics and the probes off") from exc
+        raise OSError(
+            exc.errno,
+            f"HUIMIN_METRICS_PORT={settings.metrics_port}: cannot listen on "
+            f"{settings.metrics_host}:{settings.metrics_port} ({exc.strerror}); choose "
+            "a free port, or 0 to turn /metrics and the probes off",
+        ) from exc
 
 
 class _EngineThread(threading.Thread):
@@ -265,8 +307,9 @@ class _EngineObservers:
     def __init__(self, metrics: WorkerMetrics, other: EngineObserver | None) -> None:
         self.observers: list[EngineObserver] = [metrics, *([other] if other else [])]
 
-    def delivery_done(self, delivery: Delivery | None, disposition: Disposition,
-                      seconds: float) -> None:  # fmt: skip
+    def delivery_done(
+        self, delivery: Delivery | None, disposition: Disposition, seconds: float
+    ) -> None:
         for observer in self.observers:
             observer.delivery_done(delivery, disposition, seconds)
 

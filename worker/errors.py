@@ -4,37 +4,58 @@
     ├── RetryLater               nothing was processed; safe to try again later
     │   ├── PlatformUnavailable  connection refused/reset before sending, 503 before processing
     │   ├── BrokerUnavailable    RabbitMQ unreachable
+    │   │   ├── NotRouted            gateway/publisher.py: returned by RabbitMQ, no queue bound
+    │   │   └── _StaleLink           gateway/publisher.py: a pooled link died idle; retried at once
     │   ├── LedgerUnavailable    SQLite/PostgreSQL unreachable or locked
-    │   └── LeaseLost            no live lease on the event: nothing was sent; back off
+    │   ├── LeaseLost            no live lease on the event: nothing was sent; back off
+    │   └── HospitalUnavailable  sandbox/simulator/notify.py: the hospital's endpoint is unreachable
     ├── OutcomeUnknown           may have been processed: reconcile by status query, never re-send
-    └── GiveUp                   permanent: dead-letter with a reason, publish a `failed` result
-        ├── ConfigurationError   our settings are wrong (bad secret length, rtCode 4104): alert
-        │   ├── TopologyConflict     RabbitMQ holds a queue/exchange with other arguments (406)
-        │   └── LedgerClaimed        another worker on the vhost holds the SQLite ledger claim
-        ├── UnpublishableMessage a message AMQP cannot carry (a >255-byte message_id/routing key)
-        ├── HandlerFailed        a handler raised unexpectedly, retries used up (handler_error)
-        ├── PlatformRejected     a definitive business rejection (rtCode 0001/0002/1000/5501/...)
-        ├── InvalidEvent         an HIS event that is not JSON, nested too deep, or off-schema
-        │   ├── EventTooLarge        a body over HUIMIN_MAX_EVENT_BYTES
-        │   ├── UnknownEventType     a type no binding routes (alternate exchange) or we don't know
-        │   └── InvalidCopy          an invalid delivery under an eventId held as a valid event
-        ├── IdempotencyConflict  a business key reused with a different payload
-        ├── ValidationFailed     business fields that break the spec (carries field errors)
-        ├── StatementError       a statement file that cannot be parsed (names the line)
-        ├── UnknownTransaction   a transCode the registry does not know
-        ├── AbolishedTransaction a transCode the spec has abolished (HOS00015)
-        └── EnvelopeError        an envelope that cannot be trusted or read
-            ├── MalformedEnvelope    not a JSON object / wrong field types
-            │   └── MissingField     a mandatory envelope field is absent
-            ├── SignatureError
-            │   ├── MissingSignature     signData absent or empty
-            │   └── SignatureMismatch    signData does not match (compared in constant time)
-            ├── DecryptionError
-            │   ├── NotHex               encData is not hexadecimal
-            │   ├── BadCiphertextLength  truncated: not a whole number of SM4 blocks
-            │   └── BadPadding           PKCS#7 padding wrong (usually the wrong key)
-            ├── BadPlaintext         decrypted bytes are not UTF-8 JSON
-            └── ClockSkew            an inbound request's time is too far from ours
+    ├── GiveUp                   permanent: dead-letter with a reason, publish a `failed` result
+    │   ├── ConfigurationError   our settings are wrong (bad secret length, rtCode 4104): alert
+    │   │   ├── TopologyConflict     RabbitMQ holds a queue/exchange with other arguments (406)
+    │   │   ├── LedgerClaimed        another worker on the vhost holds the SQLite ledger claim
+    │   │   ├── PlatformConfigError  platform/attempts.py: rtCode 4104, HTTP 4xx (carries rt_code)
+    │   │   └── FaultPlanError       sandbox/simulator/faults.py: a fault plan that is not valid
+    │   ├── UnpublishableMessage a message AMQP cannot carry (a >255-byte message_id/routing key)
+    │   ├── HandlerFailed        a handler raised unexpectedly, retries used up (handler_error)
+    │   ├── PlatformRejected     a definitive business rejection (rtCode 0001/0002/1000/5501/...)
+    │   ├── InvalidEvent         an HIS event that is not JSON, nested too deep, or off-schema
+    │   │   ├── EventTooLarge        a body over HUIMIN_MAX_EVENT_BYTES
+    │   │   ├── UnknownEventType     a type no binding routes (alternate exchange) or we don't know
+    │   │   └── InvalidCopy          an invalid delivery under an eventId held as a valid event
+    │   ├── ValidationFailed     business fields that break the spec (carries field errors)
+    │   ├── StatementError       a statement file that cannot be parsed (names the line)
+    │   ├── LedgerScanTooLarge   statement/job.py: more ledger events than one run may read
+    │   ├── RecheckRefused       ops/recheck.py: `reconcile` of an event that is not `unknown`
+    │   ├── UnknownTransaction   a transCode the registry does not know
+    │   ├── AbolishedTransaction a transCode the spec has abolished (HOS00015)
+    │   └── EnvelopeError        an envelope that cannot be trusted or read
+    │       ├── MalformedEnvelope    not a JSON object / wrong field types
+    │       │   └── MissingField     a mandatory envelope field is absent
+    │       ├── SignatureError
+    │       │   ├── MissingSignature     signData absent or empty
+    │       │   └── SignatureMismatch    signData does not match (compared in constant time)
+    │       ├── DecryptionError
+    │       │   ├── NotHex               encData is not hexadecimal
+    │       │   ├── BadCiphertextLength  truncated: not a whole number of SM4 blocks
+    │       │   └── BadPadding           PKCS#7 padding wrong (usually the wrong key)
+    │       ├── BadPlaintext         decrypted bytes are not UTF-8 JSON
+    │       └── ClockSkew            an inbound request's time is too far from ours
+    └── CallerError              a caller broke an interface's contract: a bug to fix, not a case
+        ├── UnknownEvent         ledger/base.py: no such eventId in the ledger (a LookupError)
+        ├── UnknownAttempt       ledger/base.py: no such attempt in the ledger (a LookupError)
+        └── DuplicateSeqId       ledger/base.py: a platformSeqId used twice (a ValueError)
+
+A class defined outside this module names its file. A handler that lets a CallerError (or any
+exception outside the tree) escape is a bug: the engine retries the delivery and dead-letters
+it `handler_error` (pipeline/poison.py). tests/test_errors.py keeps this drawing complete.
+
+Internal exceptions, outside the tree on purpose: each is raised and caught in its own module,
+as control flow, and never escapes it:
+
+    platform/client.py  _Resend     tenacity's signal to resend an attempt; carries its HuiminError
+    gateway/app.py      _TooLarge   stop reading a request body over the limit (answered 413)
+    gateway/app.py      _Gone       the client left before its body arrived (nobody to answer)
 
 Third-party exceptions (httpx, kombu, sqlite3, psycopg) are converted at the boundary that
 calls them; nothing outside that boundary catches them.
@@ -126,8 +147,9 @@ class UnpublishableMessage(GiveUp):
 
 
 class HandlerFailed(GiveUp):
-    """A handler raised something outside this tree, retries used up: a bug or a poison
-    message (RecursionError, a driver's DataError). Carries the exception's text."""
+    """A handler raised something it should not (outside this tree, or a CallerError),
+    retries used up: a bug or a poison message (RecursionError, a driver's DataError).
+    Carries the exception's text."""
 
     reason = "handler_error"
 
@@ -164,10 +186,6 @@ class InvalidCopy(InvalidEvent):
     """Only its reason is used: the dead-letter reason of an invalid copy (refusals.py)."""
 
     reason = "invalid_copy"
-
-
-class IdempotencyConflict(GiveUp):
-    reason = "idempotency_conflict"
 
 
 class ValidationFailed(GiveUp):
@@ -247,3 +265,11 @@ class UnknownTransaction(GiveUp):
 
 class AbolishedTransaction(GiveUp):
     reason = "abolished_transaction"
+
+
+class CallerError(HuiminError):
+    """A caller broke an interface's contract (asked the ledger for an id it does not hold):
+    a bug to fix, not a condition to handle. Nothing catches it on purpose; a handler that
+    lets one escape is retried and dead-lettered `handler_error` like any other bug."""
+
+    reason = "caller_error"

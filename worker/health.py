@@ -23,7 +23,7 @@ from typing import Protocol
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from .ledger.base import Ledger
+from worker.ledger.base import EventStore
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ READY_PROBE_EVENT_ID = "huimin-readyz-probe"  # never a real eventId: the lookup
 
 
 class EngineState(Protocol):
-    """What readiness reads from the engine (worker.engine.Engine has both)."""
+    """What readiness reads from the engine (worker.pipeline.engine.Engine has both)."""
 
     ready: threading.Event  # connected, declared and consuming
     stop_requested: threading.Event  # draining after SIGTERM
@@ -46,8 +46,9 @@ class Checks:
     failing: Callable[[], list[str]]  # names of the readiness checks that fail; [] = ready
 
 
-def worker_checks(engine: EngineState, ledger: Ledger,
-                  engine_thread: Callable[[], threading.Thread | None]) -> Checks:  # fmt: skip
+def worker_checks(
+    engine: EngineState, ledger: EventStore, engine_thread: Callable[[], threading.Thread | None]
+) -> Checks:
     """Liveness and readiness of a worker whose engine runs in `engine_thread()`."""
 
     def alive() -> bool:
@@ -69,13 +70,13 @@ def worker_checks(engine: EngineState, ledger: Ledger,
     return Checks(alive, failing)
 
 
-def probe_ledger(ledger: Ledger) -> None:
+def probe_ledger(ledger: EventStore) -> None:
     """A cheap round trip: a primary-key lookup of an id that is never used. Raises when the
     ledger does not answer (also the engine's probe while it is paused)."""
     ledger.get_event(READY_PROBE_EVENT_ID)
 
 
-def ledger_answers(ledger: Ledger) -> bool:
+def ledger_answers(ledger: EventStore) -> bool:
     try:
         probe_ledger(ledger)
     except Exception as exc:  # noqa: BLE001 - any failure means "not ready", never a crash
@@ -91,8 +92,12 @@ class HealthServer:
         handler = _handler_class(registry, checks)
         self._server = ThreadingHTTPServer((host, port), handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={
-            "poll_interval": 0.2}, name="huimin-health", daemon=True)  # fmt: skip
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.2},
+            name="huimin-health",
+            daemon=True,
+        )
 
     @property
     def port(self) -> int:
@@ -135,8 +140,7 @@ def _handler_class(registry: CollectorRegistry, checks: Checks) -> type[BaseHTTP
                 self._send_json(200 if alive else 503, {"alive": alive})
             elif path == "/readyz":
                 failing = checks.failing()
-                self._send_json(503 if failing else 200, {"ready": not failing,
-                                                          "failing": failing})  # fmt: skip
+                self._send_json(503 if failing else 200, {"ready": not failing, "failing": failing})
             else:
                 self._send_json(404, {"error": "not found"})
 

@@ -13,7 +13,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from .settings import Settings
+from worker.settings import Settings
 
 # 18-digit resident id (last char may be X), 15-digit legacy id, 11-digit mainland mobile
 _ID_NUMBER = re.compile(r"(?<![0-9A-Za-z])(\d{6})\d{8}(\d{3}[\dXx])(?![0-9A-Za-z])")
@@ -41,8 +41,17 @@ _SECRET_FIELDS = re.compile(
 # a dead letter's or a trace's key, which an operator must see.
 _KEY_PARAM = re.compile(rf"(?<![0-9A-Za-z_])(key=)(?!(?:{_MESSAGE_STARTS})\b)([^\"&,\s]+)")
 
-EXTRA_FIELDS = ("event_id", "event_type", "trans_code", "outcome", "platform_seq_id", "rt_code",
-                "attempts", "retry", "reason")
+EXTRA_FIELDS = (
+    "event_id",
+    "event_type",
+    "trans_code",
+    "outcome",
+    "platform_seq_id",
+    "rt_code",
+    "attempts",
+    "retry",
+    "reason",
+)
 
 
 def mask(text: str) -> str:

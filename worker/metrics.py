@@ -24,24 +24,26 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from .answers import ANSWER_FIELDS, label_pairs
-from .client import Attempt
-from .clock import Clock, system_clock
-from .errors import HuiminError
-from .events import EVENT_TYPES
-from .ledger.base import Ledger
-from .messages import Delivery, Disposition
-from .models.registry import TRANSACTIONS
-from .outcomes import RT_CODES
-from .topology import H_ROUTING_KEY
+from worker.broker.messages import Delivery, Disposition
+from worker.broker.topology import H_ROUTING_KEY
+from worker.clock import Clock, system_clock
+from worker.contract.events import EVENT_TYPES
+from worker.errors import HuiminError
+from worker.ledger.base import LedgerQueries
+from worker.platform.attempts import Attempt
+from worker.protocol.answers import ANSWER_FIELDS, label_pairs
+from worker.protocol.registry import TRANSACTIONS
+from worker.protocol.verdicts import RT_CODES
 
 log = logging.getLogger(__name__)
 
 OTHER = "other"
-FINISHED_OUTCOMES = frozenset({"succeeded", "failed", "unknown", "retry", "requeued",
-                               "republished", "dead_lettered"})  # fmt: skip
-RECONCILIATION_RESULTS = frozenset({"succeeded", "failed", "pending", "not_found", "rejected",
-                                    "query_failed"})  # fmt: skip
+FINISHED_OUTCOMES = frozenset(
+    {"succeeded", "failed", "unknown", "retry", "requeued", "republished", "dead_lettered"}
+)
+RECONCILIATION_RESULTS = frozenset(
+    {"succeeded", "failed", "pending", "not_found", "rejected", "query_failed"}
+)
 CONFIRM_RESULTS = frozenset({"ack", "nack", "timeout"})
 SIGNATURE_DIRECTIONS = frozenset({"request", "response"})
 INSECURE_TRANSPORT_REASONS = ("tls_verify_off", "plain_http")  # settings.insecure_transport
@@ -49,8 +51,7 @@ INSECURE_TRANSPORT_REASONS = ("tls_verify_off", "plain_http")  # settings.insecu
 # Seconds. A handler's work is a ledger write or two plus at most one platform call.
 PROCESSING_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 # occurredAt -> result: includes queueing, backoff and reconciliation, so up to hours.
-RESULT_LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600,
-                          7200)  # fmt: skip
+RESULT_LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200)
 PLATFORM_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 # How long a scrape reuses the ledger-derived gauge: stats() counts the events table.
@@ -118,69 +119,119 @@ class WorkerMetrics:
 
     def _events(self, registry: CollectorRegistry) -> None:
         self.events_received = Counter(
-            "huimin_events_received", "Deliveries taken off the work queues (retries included).",
-            ["event_type"], registry=registry)  # fmt: skip
+            "huimin_events_received",
+            "Deliveries taken off the work queues (retries included).",
+            ["event_type"],
+            registry=registry,
+        )
         self.events_finished = Counter(
-            "huimin_events_finished", "Deliveries finished, by the outcome decided or what was "
+            "huimin_events_finished",
+            "Deliveries finished, by the outcome decided or what was "
             "done (retry, requeued, republished, dead_lettered).",
-            ["event_type", "outcome"], registry=registry)  # fmt: skip
+            ["event_type", "outcome"],
+            registry=registry,
+        )
         self.processing = Histogram(
-            "huimin_event_processing_seconds", "Handler time of one delivery.",
-            ["event_type"], buckets=PROCESSING_BUCKETS, registry=registry)  # fmt: skip
+            "huimin_event_processing_seconds",
+            "Handler time of one delivery.",
+            ["event_type"],
+            buckets=PROCESSING_BUCKETS,
+            registry=registry,
+        )
         self.result_latency = Histogram(
-            "huimin_event_result_latency_seconds", "From the event's occurredAt to its result "
-            "being decided.", ["event_type"], buckets=RESULT_LATENCY_BUCKETS,
-            registry=registry)  # fmt: skip
+            "huimin_event_result_latency_seconds",
+            "From the event's occurredAt to its result being decided.",
+            ["event_type"],
+            buckets=RESULT_LATENCY_BUCKETS,
+            registry=registry,
+        )
         self.retries = Counter(
-            "huimin_retries_scheduled", "Retries parked in a retry queue, by retry number.",
-            ["retry"], registry=registry)  # fmt: skip
+            "huimin_retries_scheduled",
+            "Retries parked in a retry queue, by retry number.",
+            ["retry"],
+            registry=registry,
+        )
         self.dead_lettered = Counter(
-            "huimin_dead_lettered", "Messages moved to huimin.dead-letter, by reason.",
-            ["reason"], registry=registry)  # fmt: skip
+            "huimin_dead_lettered",
+            "Messages moved to huimin.dead-letter, by reason.",
+            ["reason"],
+            registry=registry,
+        )
 
     def _platform(self, registry: CollectorRegistry) -> None:
         self.platform_requests = Counter(
-            "huimin_platform_requests", "HTTP exchanges with the platform, by rtCode or "
-            "transport outcome.", ["trans_code", "rt_code"], registry=registry)  # fmt: skip
+            "huimin_platform_requests",
+            "HTTP exchanges with the platform, by rtCode or transport outcome.",
+            ["trans_code", "rt_code"],
+            registry=registry,
+        )
         self.platform_seconds = Histogram(
-            "huimin_platform_request_seconds", "Duration of one HTTP exchange with the platform.",
-            ["trans_code"], buckets=PLATFORM_BUCKETS, registry=registry)  # fmt: skip
+            "huimin_platform_request_seconds",
+            "Duration of one HTTP exchange with the platform.",
+            ["trans_code"],
+            buckets=PLATFORM_BUCKETS,
+            registry=registry,
+        )
         self.signature_failures = Counter(
-            "huimin_signature_failures", "Envelopes that failed verification or decryption.",
-            ["direction"], registry=registry)  # fmt: skip
+            "huimin_signature_failures",
+            "Envelopes that failed verification or decryption.",
+            ["direction"],
+            registry=registry,
+        )
 
     def _broker(self, registry: CollectorRegistry) -> None:
         self.confirms = Counter(
-            "huimin_result_confirms", "Publisher confirms of published messages.",
-            ["result"], registry=registry)  # fmt: skip
+            "huimin_result_confirms",
+            "Publisher confirms of published messages.",
+            ["result"],
+            registry=registry,
+        )
         self.broker_connected = Gauge(
-            "huimin_broker_connected", "1 while connected to the broker and consuming.",
-            registry=registry)  # fmt: skip
+            "huimin_broker_connected",
+            "1 while connected to the broker and consuming.",
+            registry=registry,
+        )
         self.broker_reconnects = Counter(
-            "huimin_broker_reconnects", "Connections re-established after a loss.",
-            registry=registry)  # fmt: skip
+            "huimin_broker_reconnects",
+            "Connections re-established after a loss.",
+            registry=registry,
+        )
         # --- the engine's pause while the ledger is down (issue 10) ---
         self.consuming_paused_gauge = Gauge(
-            "huimin_consuming_paused", "1 while consuming is paused because the ledger is "
+            "huimin_consuming_paused",
+            "1 while consuming is paused because the ledger is "
             "down (deliveries held, the ledger probed with backoff).",
-            registry=registry)  # fmt: skip
+            registry=registry,
+        )
         self.ledger_outages = Counter(
-            "huimin_ledger_outages", "Pauses of consuming because the ledger was down.",
-            registry=registry)  # fmt: skip
+            "huimin_ledger_outages",
+            "Pauses of consuming because the ledger was down.",
+            registry=registry,
+        )
 
     def _money(self, registry: CollectorRegistry) -> None:
         self.reconciliations = Counter(
-            "huimin_reconciliations", "Status queries reconciling a money call, by what they "
-            "said.", ["trans_code", "result"], registry=registry)  # fmt: skip
+            "huimin_reconciliations",
+            "Status queries reconciling a money call, by what they said.",
+            ["trans_code", "result"],
+            registry=registry,
+        )
         self.discrepancies = Counter(
-            "huimin_statement_discrepancies", "Differences found between the daily statement "
-            "and the ledger.", ["kind"], registry=registry)  # fmt: skip
+            "huimin_statement_discrepancies",
+            "Differences found between the daily statement and the ledger.",
+            ["kind"],
+            registry=registry,
+        )
 
     def _transport_safety(self, registry: CollectorRegistry) -> None:
         self.insecure_transport = Gauge(
-            "huimin_insecure_platform_transport", "1 while the way to the platform is insecure: "
+            "huimin_insecure_platform_transport",
+            "1 while the way to the platform is insecure: "
             "tls_verify_off (HUIMIN_TLS_VERIFY=false) or plain_http (http:// to a host that is "
-            "not loopback).", ["reason"], registry=registry)  # fmt: skip
+            "not loopback).",
+            ["reason"],
+            registry=registry,
+        )
         for reason in INSECURE_TRANSPORT_REASONS:
             self.insecure_transport.labels(reason).set(0)
 
@@ -188,15 +239,20 @@ class WorkerMetrics:
 
     def _answer_matching(self, registry: CollectorRegistry) -> None:
         self.answer_mismatches = Counter(
-            "huimin_platform_answer_mismatch", "Verified platform answers that do not echo "
+            "huimin_platform_answer_mismatch",
+            "Verified platform answers that do not echo "
             "their request (another order, amount or kind; an old answer replayed), by the "
-            "first field that differs.", ["trans_code", "field"], registry=registry)  # fmt: skip
+            "first field that differs.",
+            ["trans_code", "field"],
+            registry=registry,
+        )
         for trans_code, field in label_pairs():  # alerted on with increase(): born at 0
             self.answer_mismatches.labels(trans_code, field)
 
     def answer_mismatch(self, trans_code: str, field: str) -> None:
-        self.answer_mismatches.labels(bounded(trans_code, TRANSACTIONS),
-                                      bounded(field, ANSWER_FIELDS)).inc()  # fmt: skip
+        self.answer_mismatches.labels(
+            bounded(trans_code, TRANSACTIONS), bounded(field, ANSWER_FIELDS)
+        ).inc()
 
     def _start_at_zero(self) -> None:
         """Alerts use increase(); a series born at 1 has no increase, so the ones alerted on
@@ -222,8 +278,9 @@ class WorkerMetrics:
     def delivery_received(self, delivery: Delivery) -> None:
         self.events_received.labels(self.event_type_of(delivery)).inc()
 
-    def delivery_done(self, delivery: Delivery | None, disposition: Disposition,
-                      seconds: float) -> None:  # fmt: skip
+    def delivery_done(
+        self, delivery: Delivery | None, disposition: Disposition, seconds: float
+    ) -> None:
         if delivery is None:
             return  # the sweeper's periodic job, not an event
         event_type = self.event_type_of(delivery, disposition)
@@ -240,7 +297,8 @@ class WorkerMetrics:
         if disposition.reconciliation is not None:
             self.reconciliations.labels(
                 bounded(disposition.trans_code, TRANSACTIONS),
-                bounded(disposition.reconciliation, RECONCILIATION_RESULTS)).inc()  # fmt: skip
+                bounded(disposition.reconciliation, RECONCILIATION_RESULTS),
+            ).inc()
 
     def confirm(self, result: str) -> None:
         self.confirms.labels(bounded(result, CONFIRM_RESULTS)).inc()
@@ -288,7 +346,7 @@ class WorkerMetrics:
 
     # --- ledger-derived gauges --------------------------------------------------------------
 
-    def watch_ledger(self, ledger: Ledger, clock: Clock = system_clock) -> None:
+    def watch_ledger(self, ledger: LedgerQueries, clock: Clock = system_clock) -> None:
         self.registry.register(UnknownOutcomesCollector(ledger, clock))
 
 
@@ -305,7 +363,9 @@ class UnknownOutcomesCollector(Collector):
     NAME = "huimin_outcomes_unknown"
     HELP = "Events whose money outcome is not known: being reconciled, or published unknown."
 
-    def __init__(self, ledger: Ledger, clock: Clock, ttl_s: float = LEDGER_GAUGE_TTL_S) -> None:
+    def __init__(
+        self, ledger: LedgerQueries, clock: Clock, ttl_s: float = LEDGER_GAUGE_TTL_S
+    ) -> None:
         self.ledger, self.clock, self.ttl_s = ledger, clock, ttl_s
         self._lock = threading.Lock()
         self._cached: dict[str, int] | None = None
@@ -333,8 +393,9 @@ class UnknownOutcomesCollector(Collector):
         try:
             reconciling = self.ledger.stats().get("reconciling", 0)
             since: datetime = self.clock() - UNRESOLVED_WINDOW
-            unresolved = self.ledger.recent_events(since=since, outcome="unknown",
-                                                   limit=UNRESOLVED_CAP)  # fmt: skip
+            unresolved = self.ledger.recent_events(
+                since=since, outcome="unknown", limit=UNRESOLVED_CAP
+            )
         except Exception as exc:  # noqa: BLE001 - a scrape must not fail with the ledger
             log.debug("cannot read unknown outcomes from the ledger: %s", exc)
             return None  # no sample rather than a stale one; /readyz reports the ledger

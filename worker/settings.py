@@ -77,7 +77,8 @@ class Settings(BaseSettings):
     tls_client_key: Path | None = Field(None, description="Client certificate key (PEM).")
     max_clock_skew_s: int = Field(300, gt=0, description="Inbound requests older are refused.")
     call_deadline_s: float = Field(
-        45.0, gt=0,
+        45.0,
+        gt=0,
         description="One platform call's overall deadline (connect + send + answer).",
     )
 
@@ -105,17 +106,25 @@ class Settings(BaseSettings):
     sweep_grace_s: float = Field(120.0, gt=0, description="Age before in-flight work is swept.")
     shutdown_deadline_s: float = Field(30.0, gt=0, description="SIGTERM drain deadline.")
     confirm_timeout_s: float = Field(10.0, gt=0, description="Wait for a publisher confirm.")
+    ledger_start_wait_s: float = Field(
+        30.0, ge=0, description="How long a starting worker waits for an unreachable ledger."
+    )
     worker_name: str = Field("", description="Replica name in leases and logs; default host:pid.")
     max_event_bytes: int = Field(
-        6 * 1024 * 1024, ge=1024,
+        6 * 1024 * 1024,
+        ge=1024,
         description="Largest event body accepted (a 3 MB image in base64 fits); larger: too_large.",
     )
     handler_error_retries: int = Field(
-        3, ge=0, le=20,
+        3,
+        ge=0,
+        le=20,
         description="Retries of a delivery whose handling raised, before it is dead-lettered.",
     )
     delivery_limit: int = Field(
-        20, ge=2, le=1000,
+        20,
+        ge=2,
+        le=1000,
         description="x-delivery-limit of the work queues: RabbitMQ dead-letters beyond it.",
     )
 
@@ -123,7 +132,8 @@ class Settings(BaseSettings):
     gateway_host: str = Field("0.0.0.0", description="Address the inbound gateway binds.")
     gateway_port: int = Field(8700, ge=1, le=65535, description="Port of the inbound gateway.")
     gateway_max_body_bytes: int = Field(
-        9 * 1024 * 1024, ge=4096,
+        9 * 1024 * 1024,
+        ge=4096,
         description="Largest request body (a 3 MB file: base64, then SM4 as hex, ~8.4 MB); "
         "larger: HTTP 413.",
     )
@@ -146,7 +156,8 @@ class Settings(BaseSettings):
     log_format: Literal["json", "text"] = Field("json", description="json lines or text.")
     statement_enabled: bool = Field(True, description="Reconcile yesterday's statement daily.")
     statement_after: str = Field(
-        "13:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$",
+        "13:00",
+        pattern=r"^([01]\d|2[0-3]):[0-5]\d$",
         description="China time after which yesterday's statement is fetched (HH:MM).",
     )
     report_dir: Path = Field(Path("reports"), description="Where statement CSV reports go.")
@@ -173,13 +184,18 @@ class Settings(BaseSettings):
     def _rotation_is_complete(self) -> Settings:
         # messages name the variables, never their values (error_lines drops the inputs)
         if self.platform_secret_switch_at is not None and self.platform_secret_next is None:
-            raise ValueError("HUIMIN_PLATFORM_SECRET_SWITCH_AT is set without "
-                             "HUIMIN_PLATFORM_SECRET_NEXT: there is no key to switch to")
+            raise ValueError(
+                "HUIMIN_PLATFORM_SECRET_SWITCH_AT is set without "
+                "HUIMIN_PLATFORM_SECRET_NEXT: there is no key to switch to"
+            )
         following = self.platform_secret_next
-        if following is not None and (following.get_secret_value()
-                                      == self.platform_secret.get_secret_value()):  # fmt: skip
-            raise ValueError("HUIMIN_PLATFORM_SECRET_NEXT is the current secret: rotate to a new "
-                             "key, or unset it once the rotation is done")
+        if following is not None and (
+            following.get_secret_value() == self.platform_secret.get_secret_value()
+        ):
+            raise ValueError(
+                "HUIMIN_PLATFORM_SECRET_NEXT is the current secret: rotate to a new "
+                "key, or unset it once the rotation is done"
+            )
         return self
 
     @field_validator("broker_url")
@@ -195,7 +211,8 @@ class Settings(BaseSettings):
             url.port  # noqa: B018 - parses it: a port that is not a number raises
         except ValueError:
             raise ValueError(
-                "the port is not a number (amqp://user:password@host:5672/vhost)") from None
+                "the port is not a number (amqp://user:password@host:5672/vhost)"
+            ) from None
         if url.scheme != "memory" and not url.hostname:
             raise ValueError("names no host (amqp://user:password@host:5672/vhost)")
         return value
@@ -204,8 +221,9 @@ class Settings(BaseSettings):
     def _no_sandbox_secret_in_production(self) -> Settings:
         urls = [self.platform_url, *self.platform_urls.values()]
         secrets = [self.platform_secret, self.platform_secret_next]
-        uses_sandbox = any(s is not None and s.get_secret_value() == SANDBOX_SECRET
-                           for s in secrets)  # fmt: skip
+        uses_sandbox = any(
+            s is not None and s.get_secret_value() == SANDBOX_SECRET for s in secrets
+        )
         if uses_sandbox and not all(_is_loopback(url) for url in urls):
             raise ValueError(
                 "HUIMIN_PLATFORM_SECRET (or _NEXT) is the sandbox key but the platform URL is "
@@ -246,7 +264,7 @@ def parse_error_line(message: str) -> str:
     """pydantic-settings' SettingsError (a JSON setting that is not JSON) as one line."""
     found = re.search(r'field "([a-z0-9_]+)"', message)
     where = env_name(found[1]) if found else "a setting"
-    return f"{where}: not valid JSON (a list or object, e.g. [1, 5] or {{\"HOS00028\": \"...\"}})"
+    return f'{where}: not valid JSON (a list or object, e.g. [1, 5] or {{"HOS00028": "..."}})'
 
 
 def unknown_variables(environ: Mapping[str, str]) -> list[tuple[str, str | None]]:

@@ -10,20 +10,19 @@ from collections.abc import Callable, Sequence
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
-from .. import __version__
-from ..settings import Settings
-from . import (
+from worker import __version__
+from worker.cli import (
     demo_cmd,
     dlq_cmd,
     envelope_cmd,
     gateway_cmd,
-    reconcile_cmd,
+    recheck_cmd,
     run_cmd,
     simulate_cmd,
     statement_cmd,
     trace_cmd,
 )
-from .startup import (
+from worker.cli.startup import (
     EXIT_CODES_EPILOG,
     EXIT_INTERRUPTED,
     failure,
@@ -31,10 +30,20 @@ from .startup import (
     settings_failure,
     warn_unknown_variables,
 )
+from worker.settings import Settings
 
 #: each module adds its sub-commands; a command is `func(args, settings) -> exit code`
-COMMAND_MODULES = [demo_cmd, dlq_cmd, envelope_cmd, gateway_cmd, reconcile_cmd, run_cmd,
-                   simulate_cmd, statement_cmd, trace_cmd]
+COMMAND_MODULES = [
+    demo_cmd,
+    dlq_cmd,
+    envelope_cmd,
+    gateway_cmd,
+    recheck_cmd,
+    run_cmd,
+    simulate_cmd,
+    statement_cmd,
+    trace_cmd,
+]
 Command = Callable[[argparse.Namespace, Settings], int]
 
 
@@ -44,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="HIS <-> Qingyuan medical-insurance benefit platform integration worker.",
         epilog=EXIT_CODES_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-    )  # fmt: skip
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in COMMAND_MODULES:

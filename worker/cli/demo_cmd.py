@@ -7,8 +7,8 @@ import logging
 import sys
 from typing import Any
 
-from ..demo import run_demo
-from ..settings import Settings
+from worker.sandbox.demo import run_demo
+from worker.settings import Settings
 
 
 def register(commands: Any) -> None:

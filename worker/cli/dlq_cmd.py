@@ -15,15 +15,15 @@ from datetime import UTC, datetime, timedelta
 from functools import wraps
 from typing import Any
 
-from ..clock import system_clock
-from ..errors import RetryLater
-from ..logs import mask
-from ..ops import dlq
-from ..ops.dead_letters import DeadLetter, Selection
-from ..ops.render import body_text, iso, local_time, one_line, shown_json
-from ..ops.replay import ReplayLine, ReplayOptions, replay
-from ..settings import Settings
-from .trace_cmd import ledger_view_json, print_ledger_view
+from worker.cli.trace_cmd import ledger_view_json, print_ledger_view
+from worker.clock import system_clock
+from worker.errors import RetryLater
+from worker.logs import mask
+from worker.ops import dlq
+from worker.ops.dead_letters import DeadLetter, Selection
+from worker.ops.render import body_text, iso, local_time, one_line, shown_json
+from worker.ops.replay import ReplayLine, ReplayOptions, replay
+from worker.settings import Settings
 
 Command = Callable[[argparse.Namespace, Settings], int]
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -60,8 +60,9 @@ def _register_replay(actions: Any) -> None:
     sub = actions.add_parser("replay", help="send dead letters back to their work queues")
     _add_filters(sub)
     sub.add_argument("--limit", type=_positive_int, help="replay at most N messages")
-    sub.add_argument("--rate", type=float, help="messages per second "
-                     "(default HUIMIN_REPLAY_RATE_PER_S)")  # fmt: skip
+    sub.add_argument(
+        "--rate", type=float, help="messages per second (default HUIMIN_REPLAY_RATE_PER_S)"
+    )
     sub.add_argument("--dry-run", action="store_true", help="say what would happen, change nothing")
     sub.add_argument("--operator", help="who replays (default: the OS user), for the ledger")
     sub.set_defaults(func=replay_command)
@@ -85,16 +86,26 @@ def _register_history(actions: Any) -> None:
 
 def _add_filters(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--type", action="append", default=[], help="event type (repeatable)")
-    sub.add_argument("--reason", action="append", default=[], help="dead-letter reason "
-                     "(repeatable): invalid_event, retries_exhausted, delivery_limit...")
-    sub.add_argument("--id", action="append", default=[], help="eventId or message key "
-                     "(repeatable)")  # fmt: skip
+    sub.add_argument(
+        "--reason",
+        action="append",
+        default=[],
+        help="dead-letter reason (repeatable): invalid_event, retries_exhausted, delivery_limit...",
+    )
+    sub.add_argument(
+        "--id", action="append", default=[], help="eventId or message key (repeatable)"
+    )
     sub.add_argument("--since", type=_since, help="dead-lettered after: 2h, 30m, 1d or ISO-8601")
 
 
 def _selection(args: argparse.Namespace) -> Selection:
-    return Selection(tuple(args.type), tuple(args.reason), tuple(args.id), args.since,
-                     everything=getattr(args, "all", False))  # fmt: skip
+    return Selection(
+        tuple(args.type),
+        tuple(args.reason),
+        tuple(args.id),
+        args.since,
+        everything=getattr(args, "all", False),
+    )
 
 
 def _since(text: str) -> datetime:
@@ -102,7 +113,7 @@ def _since(text: str) -> datetime:
 
 
 def parse_since(text: str, now: datetime) -> datetime:
-    """"2h" / "30m" / "1d" / "45s" ago, or an ISO-8601 time (without offset: this machine's)."""
+    """ "2h" / "30m" / "1d" / "45s" ago, or an ISO-8601 time (without offset: this machine's)."""
     unit = _UNITS.get(text[-1:].lower())
     if unit is not None and text[:-1].isdigit():
         return now - timedelta(seconds=int(text[:-1]) * unit)
@@ -127,8 +138,10 @@ def _reported(command: Command) -> Command:
         try:
             return command(args, settings)
         except RetryLater as exc:
-            print(f"huimin-worker: {exc} (nothing was lost: messages not handled stay "
-                  "in the queue)", file=sys.stderr)  # fmt: skip
+            print(
+                f"huimin-worker: {exc} (nothing was lost: messages not handled stay in the queue)",
+                file=sys.stderr,
+            )
             return 1
 
     return run
@@ -161,9 +174,13 @@ def _print_listing(listing: dlq.Listing, messages: bool) -> None:
     if messages:
         print()
         for letter in listing.selected:
-            print(mask(f"  {letter.label}  {letter.event_type}  {letter.reason}  attempts "
-                       f"{_n(letter.attempts)}  replays {letter.replays}  redeliveries "
-                       f"{letter.redeliveries}  key {letter.key}  {one_line(letter.error, 80)}"))
+            print(
+                mask(
+                    f"  {letter.label}  {letter.event_type}  {letter.reason}  attempts "
+                    f"{_n(letter.attempts)}  replays {letter.replays}  redeliveries "
+                    f"{letter.redeliveries}  key {letter.key}  {one_line(letter.error, 80)}"
+                )
+            )
 
 
 def _n(value: int | None) -> str:
@@ -171,22 +188,35 @@ def _n(value: int | None) -> str:
 
 
 def letter_json(letter: DeadLetter, reveal: bool = False) -> dict[str, Any]:
-    return shown_json({
-        "eventId": letter.event_id, "key": letter.key, "type": letter.event_type,
-        "reason": letter.reason, "error": letter.error, "attempts": letter.attempts,
-        "routingKey": letter.routing_key, "workQueue": letter.work_queue,
-        "replays": letter.replays, "redeliveries": letter.redeliveries,
-        "deadLetteredAt": iso(letter.dead_lettered_at), "fingerprint": letter.fingerprint,
-    }, reveal)  # fmt: skip
+    return shown_json(
+        {
+            "eventId": letter.event_id,
+            "key": letter.key,
+            "type": letter.event_type,
+            "reason": letter.reason,
+            "error": letter.error,
+            "attempts": letter.attempts,
+            "routingKey": letter.routing_key,
+            "workQueue": letter.work_queue,
+            "replays": letter.replays,
+            "redeliveries": letter.redeliveries,
+            "deadLetteredAt": iso(letter.dead_lettered_at),
+            "fingerprint": letter.fingerprint,
+        },
+        reveal,
+    )
 
 
 def _listing_json(listing: dlq.Listing) -> dict[str, Any]:
     return {
-        "queue": "huimin.dead-letter", "total": listing.total, "selected": len(listing.selected),
-        "groups": [{"type": g.event_type, "reason": g.reason, "count": g.count}
-                   for g in listing.groups],
+        "queue": "huimin.dead-letter",
+        "total": listing.total,
+        "selected": len(listing.selected),
+        "groups": [
+            {"type": g.event_type, "reason": g.reason, "count": g.count} for g in listing.groups
+        ],
         "messages": [letter_json(letter) for letter in listing.selected],
-    }  # fmt: skip
+    }
 
 
 # --- show ----------------------------------------------------------------------------------------
@@ -209,13 +239,18 @@ def _print_show(report: dlq.ShowReport, reveal: bool) -> None:
         print(f"{shown}: not in huimin.dead-letter")
     record = report.ledger.record
     for number, letter in enumerate(report.letters, 1):
-        _print_letter(letter, f"{number} of {len(report.letters)}", reveal,
-                      None if record is None else record.updated_at)  # fmt: skip
+        _print_letter(
+            letter,
+            f"{number} of {len(report.letters)}",
+            reveal,
+            None if record is None else record.updated_at,
+        )
     print_ledger_view(report.ledger, reveal)
 
 
-def _print_letter(letter: DeadLetter, number: str, reveal: bool,
-                  ledger_time: datetime | None) -> None:  # fmt: skip
+def _print_letter(
+    letter: DeadLetter, number: str, reveal: bool, ledger_time: datetime | None
+) -> None:
     say = (lambda text: text) if reveal else mask
     print(f"dead letter {number} for {say(letter.label)} (key {letter.key})")
     print(f"  type:           {letter.event_type}")
@@ -224,8 +259,11 @@ def _print_letter(letter: DeadLetter, number: str, reveal: bool,
     print(f"  attempts:       {_n(letter.attempts)}")
     print(f"  routing key:    {letter.routing_key or '-'} (work queue {letter.work_queue or '-'})")
     print(f"  replays so far: {letter.replays}   redeliveries: {letter.redeliveries}")
-    when = (f"{local_time(letter.dead_lettered_at)} (RabbitMQ x-death)" if letter.dead_lettered_at
-            else f"{local_time(ledger_time)} (the ledger's last change of the event)")
+    when = (
+        f"{local_time(letter.dead_lettered_at)} (RabbitMQ x-death)"
+        if letter.dead_lettered_at
+        else f"{local_time(ledger_time)} (the ledger's last change of the event)"
+    )
     print(f"  dead-lettered:  {when}")
     print("  event:")
     for line in body_text(letter.message.body, reveal).splitlines():
@@ -234,8 +272,11 @@ def _print_letter(letter: DeadLetter, number: str, reveal: bool,
 
 def _show_json(report: dlq.ShowReport, reveal: bool) -> dict[str, Any]:
     letters = [{**letter_json(x, reveal), "event": _body_json(x, reveal)} for x in report.letters]
-    return {"eventId": shown_json(report.event_id, reveal), "deadLetters": letters,
-            "ledger": ledger_view_json(report.ledger, reveal)}  # fmt: skip
+    return {
+        "eventId": shown_json(report.event_id, reveal),
+        "deadLetters": letters,
+        "ledger": ledger_view_json(report.ledger, reveal),
+    }
 
 
 def _body_json(letter: DeadLetter, reveal: bool) -> Any:
@@ -251,10 +292,12 @@ def _body_json(letter: DeadLetter, reveal: bool) -> Any:
 @_reported
 def replay_command(args: argparse.Namespace, settings: Settings) -> int:
     options = ReplayOptions(
-        _selection(args), operator=args.operator or dlq.default_operator(),
-        rate_per_s=args.rate or settings.replay_rate_per_s, limit=args.limit,
+        _selection(args),
+        operator=args.operator or dlq.default_operator(),
+        rate_per_s=args.rate or settings.replay_rate_per_s,
+        limit=args.limit,
         dry_run=args.dry_run,
-    )  # fmt: skip
+    )
     with dlq.opened_ledger(settings) as ledger:
         lines = replay(settings, ledger, options, clock=system_clock)
     for line in lines:
@@ -266,8 +309,10 @@ def replay_command(args: argparse.Namespace, settings: Settings) -> int:
 def _replay_text(line: ReplayLine) -> str:
     letter = line.letter
     where = f" -> {line.work_queue}" if line.work_queue else ""
-    return mask(f"{line.status:<17} {letter.label}  {letter.event_type}  ({letter.reason})"
-                f"{where}: {line.detail}")  # fmt: skip
+    return mask(
+        f"{line.status:<17} {letter.label}  {letter.event_type}  ({letter.reason})"
+        f"{where}: {line.detail}"
+    )
 
 
 def _replay_summary(lines: list[ReplayLine], dry_run: bool) -> str:
@@ -286,18 +331,22 @@ def _replay_summary(lines: list[ReplayLine], dry_run: bool) -> str:
 def purge_command(args: argparse.Namespace, settings: Settings) -> int:
     selection = _selection(args)
     if not selection.explicit:
-        print("huimin-worker: purge needs a filter (--type, --reason, --id, --since) or --all",
-              file=sys.stderr)  # fmt: skip
+        print(
+            "huimin-worker: purge needs a filter (--type, --reason, --id, --since) or --all",
+            file=sys.stderr,
+        )
         return 2
     operator = args.operator or dlq.default_operator()
     with dlq.opened_ledger(settings) as ledger:
-        purged = dlq.purge(settings, ledger, selection, operator=operator, confirmed=args.yes,
-                           clock=system_clock)  # fmt: skip
+        purged = dlq.purge(
+            settings, ledger, selection, operator=operator, confirmed=args.yes, clock=system_clock
+        )
     for item in purged:
         print(_purge_text(item, args.yes))
     if not args.yes:
-        print(f"{len(purged)} message(s) would be removed; nothing done: add --yes",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"{len(purged)} message(s) would be removed; nothing done: add --yes", file=sys.stderr
+        )
         return 2
     print(f"{len(purged)} message(s) removed by {operator}")
     return 0
@@ -307,8 +356,10 @@ def _purge_text(item: dlq.Purged, done: bool) -> str:
     letter = item.letter
     verb = "purged" if done else "would purge"
     audit = " (ledger journal: purged)" if item.journaled else ""
-    return mask(f"{verb} {letter.label}  {letter.event_type}  {letter.reason}  attempts "
-                f"{_n(letter.attempts)}  key {letter.key}{audit}")  # fmt: skip
+    return mask(
+        f"{verb} {letter.label}  {letter.event_type}  {letter.reason}  attempts "
+        f"{_n(letter.attempts)}  key {letter.key}{audit}"
+    )
 
 
 # --- history -------------------------------------------------------------------------------------
@@ -320,8 +371,12 @@ def history_command(args: argparse.Namespace, settings: Settings) -> int:
         entries = dlq.history(ledger, args.since, args.limit)
     for entry in entries:
         detail = entry.detail
-        print(mask(f"{local_time(entry.at)}  {entry.kind:<24} {entry.event_id}  by "
-                   f"{detail.get('operator', '?')}  ({detail.get('reason', '-')})"))  # fmt: skip
+        print(
+            mask(
+                f"{local_time(entry.at)}  {entry.kind:<24} {entry.event_id}  by "
+                f"{detail.get('operator', '?')}  ({detail.get('reason', '-')})"
+            )
+        )
     if not entries:
         print("no replays or purges recorded")
     return 0

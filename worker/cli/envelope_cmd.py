@@ -12,10 +12,10 @@ import json
 import sys
 from typing import Any
 
-from .. import envelope
-from ..clock import system_clock
-from ..errors import EnvelopeError
-from ..settings import Settings
+from worker.clock import system_clock
+from worker.errors import EnvelopeError
+from worker.protocol import envelope, explain
+from worker.settings import Settings
 
 
 def register(commands: Any) -> None:
@@ -37,9 +37,11 @@ def register(commands: Any) -> None:
     ):
         sub = actions.add_parser(name, help=text)
         sub.add_argument(
-            "--direction", choices=["auto", "request", "response"], default="auto",
+            "--direction",
+            choices=["auto", "request", "response"],
+            default="auto",
             help="request or response envelope (default: detect)",
-        )  # fmt: skip
+        )
         sub.set_defaults(func=func)
 
 
@@ -54,9 +56,12 @@ def seal_command(args: argparse.Namespace, settings: Settings) -> int:
         )
     elif args.trans_code:
         sealed = envelope.seal_request(
-            args.trans_code, text, credentials=credentials,
-            seq_id=args.seq_id or envelope.new_seq_id(), at=system_clock(),
-        )  # fmt: skip
+            args.trans_code,
+            text,
+            credentials=credentials,
+            seq_id=args.seq_id or envelope.new_seq_id(),
+            at=system_clock(),
+        )
     else:
         return _fail("give --trans-code CODE (request) or --response", code=2)
     print(json.dumps(sealed, ensure_ascii=False, indent=2))
@@ -83,7 +88,7 @@ def explain_command(args: argparse.Namespace, settings: Settings) -> int:
     raw = sys.stdin.buffer.read()
     try:
         _direction(args.direction, raw)
-        explanation = envelope.explain(raw, credentials=credentials)
+        explanation = explain.explain(raw, credentials=credentials)
     except EnvelopeError as exc:
         return _fail(f"{type(exc).__name__}: {exc}")
     print(f"direction:       {explanation.direction}")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..gateway.server import build_gateway, serve
-from ..logs import configure_logging
-from ..settings import Settings
+from worker.gateway.server import build_gateway, serve
+from worker.logs import configure_logging
+from worker.settings import Settings
 
 GATEWAY_HELP = "serve the platform's calls to the hospital (HIS00002/3/4) on POST /"
 
@@ -15,8 +15,7 @@ GATEWAY_HELP = "serve the platform's calls to the hospital (HIS00002/3/4) on POS
 def register(commands: Any) -> None:
     parser = commands.add_parser("gateway", help=GATEWAY_HELP, description=GATEWAY_HELP)
     parser.add_argument("--host", help="bind address (default HUIMIN_GATEWAY_HOST, 0.0.0.0)")
-    parser.add_argument("--port", type=int,
-                        help="port (default HUIMIN_GATEWAY_PORT, 8700)")  # fmt: skip
+    parser.add_argument("--port", type=int, help="port (default HUIMIN_GATEWAY_PORT, 8700)")
     parser.set_defaults(func=gateway_command)
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..app import run_worker
-from ..logs import configure_logging
-from ..settings import Settings
+from worker.app import run_worker
+from worker.logs import configure_logging
+from worker.settings import Settings
 
 
 def register(commands: Any) -> None:

@@ -20,11 +20,11 @@ from typing import Any
 
 import httpx
 
-from .. import envelope
-from ..clock import system_clock
-from ..errors import EnvelopeError, ValidationFailed
-from ..logs import configure_logging
-from ..settings import SANDBOX_SECRET, Settings
+from worker.clock import system_clock
+from worker.errors import EnvelopeError, ValidationFailed
+from worker.logs import configure_logging
+from worker.protocol import envelope
+from worker.settings import SANDBOX_SECRET, Settings
 
 SIMULATE_HELP = "run the platform simulator (sandbox), or send it a platform => hospital call"
 
@@ -36,8 +36,13 @@ def register(commands: Any) -> None:
     parser.add_argument("--faults", type=Path, help="fault plan JSON (docs/simulator.md)")
     parser.add_argument("--patients", type=Path, help="patients JSON (docs/simulator.md)")
     parser.add_argument("--seed", type=int, help="seed of the fault decisions")
-    parser.add_argument("--pending-queries", type=int, default=0, metavar="N",
-                        help="orders report 01/11/31 for N status queries (default 0)")
+    parser.add_argument(
+        "--pending-queries",
+        type=int,
+        default=0,
+        metavar="N",
+        help="orders report 01/11/31 for N status queries (default 0)",
+    )
     parser.add_argument("--access-log", action="store_true", help="log every request")
     parser.set_defaults(func=simulate_command)
     actions = parser.add_subparsers(dest="action", metavar="ACTION")
@@ -47,39 +52,58 @@ def register(commands: Any) -> None:
 def _register_notify(actions: Any) -> None:
     notify = actions.add_parser("notify", help="send a signed HIS* call to a hospital URL")
     notify.add_argument("--url", required=True, help="the hospital's endpoint")
-    notify.add_argument("--trans-code", required=True,
-                        choices=["HIS00002", "HIS00003", "HIS00004"])
-    notify.add_argument("--data", help="business JSON file, or - for stdin "
-                                       "(default: the shared example)")
-    notify.add_argument("--no-validate", action="store_true",
-                        help="send the data even if it breaks the spec (test the hospital)")
+    notify.add_argument("--trans-code", required=True, choices=["HIS00002", "HIS00003", "HIS00004"])
+    notify.add_argument(
+        "--data", help="business JSON file, or - for stdin (default: the shared example)"
+    )
+    notify.add_argument(
+        "--no-validate",
+        action="store_true",
+        help="send the data even if it breaks the spec (test the hospital)",
+    )
     notify.add_argument("--timeout", type=float, default=10.0, help="seconds (default 10)")
     notify.set_defaults(func=notify_command)
 
 
 def simulate_command(args: argparse.Namespace, settings: Settings) -> int:
-    from ..simulator import faults, records, server
+    from worker.sandbox.simulator import faults, records, server
 
     try:
         rules, seed = faults.parse_plan(_read_json(args.faults)) if args.faults else ([], None)
-        patients, default = (records.parse_patients(_read_json(args.patients)) if args.patients
-                             else (None, "unsigned"))
+        patients, default = (
+            records.parse_patients(_read_json(args.patients))
+            if args.patients
+            else (None, "unsigned")
+        )
     except (OSError, ValueError) as exc:
         return _fail(f"cannot load the simulator configuration: {exc}", code=2)
     configure_logging(settings)
     if args.host not in ("127.0.0.1", "localhost", "::1") and _is_sandbox(settings):
-        print("huimin-worker: warning: serving the public sandbox key on a non-loopback "
-              "address", file=sys.stderr)
-    handle = server.build(settings=settings, patients=patients, default_status=default,
-                          faults=rules, seed=args.seed if args.seed is not None else seed,
-                          pending_queries=args.pending_queries)
-    server.serve(handle, host=args.host, port=args.port, log_level=settings.log_level.lower(),
-                 access_log=args.access_log, own_logging=False)
+        print(
+            "huimin-worker: warning: serving the public sandbox key on a non-loopback address",
+            file=sys.stderr,
+        )
+    handle = server.build(
+        settings=settings,
+        patients=patients,
+        default_status=default,
+        faults=rules,
+        seed=args.seed if args.seed is not None else seed,
+        pending_queries=args.pending_queries,
+    )
+    server.serve(
+        handle,
+        host=args.host,
+        port=args.port,
+        log_level=settings.log_level.lower(),
+        access_log=args.access_log,
+        own_logging=False,
+    )
     return 0
 
 
 def notify_command(args: argparse.Namespace, settings: Settings) -> int:
-    from ..simulator.notify import HospitalUnavailable, check_business, notify
+    from worker.sandbox.simulator.notify import HospitalUnavailable, check_business, notify
 
     try:
         business = _business(args)
@@ -92,8 +116,14 @@ def notify_command(args: argparse.Namespace, settings: Settings) -> int:
     credentials = envelope.Credentials.from_settings(settings)
     with httpx.Client(timeout=args.timeout, verify=_verify(settings)) as client:
         try:
-            answer = notify(args.url, args.trans_code, business, credentials=credentials,
-                            client=client, clock=system_clock)
+            answer = notify(
+                args.url,
+                args.trans_code,
+                business,
+                credentials=credentials,
+                client=client,
+                clock=system_clock,
+            )
         except EnvelopeError as exc:
             return _fail(f"the hospital's answer does not verify: {type(exc).__name__}: {exc}")
         except HospitalUnavailable as exc:
@@ -105,7 +135,7 @@ def notify_command(args: argparse.Namespace, settings: Settings) -> int:
 
 def _business(args: argparse.Namespace) -> dict[str, Any]:
     if args.data is None:
-        from ..models.examples import EXAMPLES
+        from worker.protocol.models.examples import EXAMPLES
 
         return EXAMPLES[args.trans_code].copy().request
     text = sys.stdin.read() if args.data == "-" else Path(args.data).read_text("utf-8")

@@ -16,9 +16,9 @@ from typing import TextIO
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
-from ..errors import BrokerUnavailable, ConfigurationError, LedgerClaimed, LedgerUnavailable
-from ..logs import MaskingFilter, secrets_of
-from ..settings import Settings, error_lines, parse_error_line, unknown_variables
+from worker.errors import BrokerUnavailable, ConfigurationError, LedgerClaimed, LedgerUnavailable
+from worker.logs import MaskingFilter, secrets_of
+from worker.settings import Settings, error_lines, parse_error_line, unknown_variables
 
 PROG = "huimin-worker"
 
@@ -87,15 +87,21 @@ def _classify(exc: Exception) -> tuple[int, str]:
     if isinstance(exc, ConfigurationError):
         return EXIT_SETTINGS, f"configuration error: {exc}"
     if isinstance(exc, LedgerUnavailable):
-        return EXIT_LEDGER, (f"the ledger is unreachable: {_first_line(exc)}; check "
-                             "HUIMIN_LEDGER_URL and that the database is up")  # fmt: skip
+        return EXIT_LEDGER, (
+            f"the ledger is unreachable: {_first_line(exc)}; check "
+            "HUIMIN_LEDGER_URL and that the database is up"
+        )
     if isinstance(exc, BrokerUnavailable):
-        return EXIT_BROKER, (f"RabbitMQ is unreachable: {_first_line(exc)}; check "
-                             "HUIMIN_BROKER_URL and that RabbitMQ is up")  # fmt: skip
+        return EXIT_BROKER, (
+            f"RabbitMQ is unreachable: {_first_line(exc)}; check "
+            "HUIMIN_BROKER_URL and that RabbitMQ is up"
+        )
     if isinstance(exc, OSError):
         return EXIT_LOCAL, f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
-    return EXIT_FAILED, (f"failed: {type(exc).__name__}: {_first_line(exc)} "
-                         "(HUIMIN_LOG_LEVEL=DEBUG prints the traceback)")  # fmt: skip
+    return EXIT_FAILED, (
+        f"failed: {type(exc).__name__}: {_first_line(exc)} "
+        "(HUIMIN_LOG_LEVEL=DEBUG prints the traceback)"
+    )
 
 
 def _first_line(exc: BaseException) -> str:

@@ -25,33 +25,48 @@ from typing import Any
 
 import httpx
 
-from ..client import PlatformClient, build_download_transport
-from ..clock import Clock, system_clock
-from ..errors import BrokerUnavailable, HuiminError
-from ..ledger.base import open_ledger
-from ..messages import Outgoing
-from ..ops.statement_job import StatementJob, StatementRun, final_at
-from ..settings import Settings
-from ..topology import RESULTS_EXCHANGE, Exchange, Topology
-from ..transport import Transport
-from ..transport.amqp import AmqpTransport
+from worker.broker.amqp import AmqpTransport
+from worker.broker.base import Transport
+from worker.broker.messages import Outgoing
+from worker.broker.topology import RESULTS_EXCHANGE, Exchange, Topology
+from worker.clock import Clock, system_clock
+from worker.errors import BrokerUnavailable, HuiminError
+from worker.ledger import open_ledger
+from worker.platform.client import PlatformClient
+from worker.platform.http import build_download_transport
+from worker.settings import Settings
+from worker.statement.job import StatementJob, StatementRun, final_at
 
 EXIT_CLEAN, EXIT_DISCREPANCIES, EXIT_NOT_FINAL, EXIT_FAILED = 0, 1, 2, 3
-_RESULTS_ONLY = Topology((Exchange(RESULTS_EXCHANGE),), (), (1.0,), 0.0)
+_RESULTS_ONLY = Topology((Exchange(RESULTS_EXCHANGE),), ())
 
 
 def register(commands: Any) -> None:
     parser = commands.add_parser(
-        "statement", help="reconcile one day's platform statement (HOS00013) with the ledger",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-    )  # fmt: skip
-    parser.add_argument("--date", required=True, type=_settle_date, metavar="YYYYMMDD",
-                        help="the settlement day (China time)")  # fmt: skip
-    parser.add_argument("--no-publish", action="store_true",
-                        help="record the run and write the report, but never publish the "
-                             "statement.reconciled result")  # fmt: skip
-    parser.add_argument("--report-dir", type=Path, default=None,
-                        help="where statement-YYYYMMDD.csv goes (default HUIMIN_REPORT_DIR)")
+        "statement",
+        help="reconcile one day's platform statement (HOS00013) with the ledger",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--date",
+        required=True,
+        type=_settle_date,
+        metavar="YYYYMMDD",
+        help="the settlement day (China time)",
+    )
+    parser.add_argument(
+        "--no-publish",
+        action="store_true",
+        help="record the run and write the report, but never publish the "
+        "statement.reconciled result",
+    )
+    parser.add_argument(
+        "--report-dir",
+        type=Path,
+        default=None,
+        help="where statement-YYYYMMDD.csv goes (default HUIMIN_REPORT_DIR)",
+    )
     parser.set_defaults(func=statement_command)
 
 
@@ -62,16 +77,19 @@ def _settle_date(text: str) -> date:
         raise argparse.ArgumentTypeError(f"{text!r} is not a date as YYYYMMDD") from None
 
 
-def statement_command(args: argparse.Namespace, settings: Settings,
-                      clock: Clock = system_clock) -> int:  # fmt: skip
+def statement_command(
+    args: argparse.Namespace, settings: Settings, clock: Clock = system_clock
+) -> int:
     if args.report_dir is not None:
         settings = settings.model_copy(update={"report_dir": args.report_dir})
     day = f"{args.date:%Y%m%d}"
     final = final_at(args.date, time_of_day.fromisoformat(settings.statement_after))
     if clock() < final:
-        _complain(f"{day}'s statement is not final until {final:%Y-%m-%d %H:%M} China time "
-                  "(the next day after HUIMIN_STATEMENT_AFTER); nothing done: reconciling it "
-                  "now would store a partial day as its result")  # fmt: skip
+        _complain(
+            f"{day}'s statement is not final until {final:%Y-%m-%d %H:%M} China time "
+            "(the next day after HUIMIN_STATEMENT_AFTER); nothing done: reconciling it "
+            "now would store a partial day as its result"
+        )
         return EXIT_NOT_FINAL
     with _statement_job(settings, clock) as job:
         try:
@@ -83,8 +101,10 @@ def statement_command(args: argparse.Namespace, settings: Settings,
         try:
             _deliver(job, run, settings, publish=not args.no_publish)
         except BrokerUnavailable as exc:
-            _complain(f"{day} reconciled and stored, but its result was not published: {exc}; "
-                      "a running worker's sweeper publishes it")  # fmt: skip
+            _complain(
+                f"{day} reconciled and stored, but its result was not published: {exc}; "
+                "a running worker's sweeper publishes it"
+            )
             return EXIT_FAILED
     return EXIT_DISCREPANCIES if run.discrepancies else EXIT_CLEAN
 
@@ -105,8 +125,12 @@ def _statement_job(settings: Settings, clock: Clock) -> Iterator[StatementJob]:
 
 
 def _download_client(settings: Settings) -> httpx.Client:
-    timeout = httpx.Timeout(connect=settings.connect_timeout_s, read=settings.read_timeout_s,
-                            write=settings.write_timeout_s, pool=settings.connect_timeout_s)
+    timeout = httpx.Timeout(
+        connect=settings.connect_timeout_s,
+        read=settings.read_timeout_s,
+        write=settings.write_timeout_s,
+        pool=settings.connect_timeout_s,
+    )
     return httpx.Client(transport=build_download_transport(settings), timeout=timeout)
 
 
@@ -126,8 +150,7 @@ def _publish(job: StatementJob, run: StatementRun, settings: Settings) -> None:
     transport = AmqpTransport(settings.broker_url.get_secret_value())
     publish_confirmed(transport, disposition.messages, timeout_s=settings.confirm_timeout_s)
     disposition.on_confirmed()
-    print(f"result: published {run.result.routing_key} "
-          f"(resultId {run.result.resultId})")  # fmt: skip
+    print(f"result: published {run.result.routing_key} (resultId {run.result.resultId})")
 
 
 def _print(run: StatementRun) -> None:
@@ -150,8 +173,9 @@ class _Confirms:
         self.nacked |= not ok
 
 
-def publish_confirmed(transport: Transport, messages: Sequence[Outgoing], *,
-                      timeout_s: float) -> None:
+def publish_confirmed(
+    transport: Transport, messages: Sequence[Outgoing], *, timeout_s: float
+) -> None:
     """Publish on a short-lived connection and wait for every confirm (outside the engine).
     Raises BrokerUnavailable when RabbitMQ is down, nacks, or stays silent."""
     confirms = _Confirms()

@@ -11,12 +11,12 @@ import json
 import sys
 from typing import Any
 
-from ..errors import LedgerUnavailable
-from ..ledger.base import AttemptRecord
-from ..ops.dlq import EventView, opened_ledger
-from ..ops.render import iso, local_time, one_line, shown_json, shown_text
-from ..ops.trace import render_text, trace
-from ..settings import Settings
+from worker.errors import LedgerUnavailable
+from worker.ledger.base import AttemptRecord
+from worker.ops.dlq import EventView, opened_ledger
+from worker.ops.render import iso, local_time, one_line, shown_json, shown_text
+from worker.ops.trace import render_text, trace
+from worker.settings import Settings
 
 
 def register(commands: Any) -> None:
@@ -49,13 +49,20 @@ def print_ledger_view(view: EventView, reveal: bool = False) -> None:
     if record is None:
         print("ledger: no such event (the worker never recorded it)")
         return
-    print(f"ledger: {record.state.value}, outcome {record.outcome or '-'}, "
-          f"{record.delivery_count} delivery(ies), received {local_time(record.received_at)}, "
-          f"updated {local_time(record.updated_at)}")  # fmt: skip
+    print(
+        f"ledger: {record.state.value}, outcome {record.outcome or '-'}, "
+        f"{record.delivery_count} delivery(ies), received {local_time(record.received_at)}, "
+        f"updated {local_time(record.updated_at)}"
+    )
     if record.result:
         result = record.result
-        print(shown_text(f"  result: {result.get('outcome')} rtCode {result.get('rtCode')} "
-                         f"{one_line(result.get('rtMsg'), 120)}", reveal))  # fmt: skip
+        print(
+            shown_text(
+                f"  result: {result.get('outcome')} rtCode {result.get('rtCode')} "
+                f"{one_line(result.get('rtMsg'), 120)}",
+                reveal,
+            )
+        )
     print(f"  attempts ({len(view.attempts)}):")
     for attempt in view.attempts:
         print(shown_text(_attempt_line(attempt), reveal))
@@ -68,28 +75,43 @@ def print_ledger_view(view: EventView, reveal: bool = False) -> None:
 def _attempt_line(attempt: AttemptRecord) -> str:
     took = "-" if attempt.duration_ms is None else f"{attempt.duration_ms:.0f} ms"
     answer = attempt.rt_code or (f"HTTP {attempt.http_status}" if attempt.http_status else "-")
-    return (f"    {local_time(attempt.started_at)}  {attempt.purpose:<12} {attempt.trans_code} "
-            f"seq {attempt.platform_seq_id}  {answer}  {attempt.outcome or 'unfinished'}  "
-            f"{took}  {one_line(attempt.error, 60)}")  # fmt: skip
+    return (
+        f"    {local_time(attempt.started_at)}  {attempt.purpose:<12} {attempt.trans_code} "
+        f"seq {attempt.platform_seq_id}  {answer}  {attempt.outcome or 'unfinished'}  "
+        f"{took}  {one_line(attempt.error, 60)}"
+    )
 
 
 def ledger_view_json(view: EventView, reveal: bool = False) -> dict[str, Any] | None:
     record = view.record
     if record is None:
         return None
-    return shown_json({
-        "state": record.state.value, "outcome": record.outcome, "result": record.result,
-        "deliveries": record.delivery_count, "receivedAt": iso(record.received_at),
-        "updatedAt": iso(record.updated_at),
-        "attempts": [_attempt_json(a) for a in view.attempts],
-        "journal": [{"at": iso(e.at), "kind": e.kind, "detail": e.detail} for e in view.journal],
-    }, reveal)  # fmt: skip
+    return shown_json(
+        {
+            "state": record.state.value,
+            "outcome": record.outcome,
+            "result": record.result,
+            "deliveries": record.delivery_count,
+            "receivedAt": iso(record.received_at),
+            "updatedAt": iso(record.updated_at),
+            "attempts": [_attempt_json(a) for a in view.attempts],
+            "journal": [
+                {"at": iso(e.at), "kind": e.kind, "detail": e.detail} for e in view.journal
+            ],
+        },
+        reveal,
+    )
 
 
 def _attempt_json(attempt: AttemptRecord) -> dict[str, Any]:
     return {
-        "transCode": attempt.trans_code, "platformSeqId": attempt.platform_seq_id,
-        "purpose": attempt.purpose, "startedAt": iso(attempt.started_at),
-        "rtCode": attempt.rt_code, "httpStatus": attempt.http_status,
-        "durationMs": attempt.duration_ms, "outcome": attempt.outcome, "error": attempt.error,
-    }  # fmt: skip
+        "transCode": attempt.trans_code,
+        "platformSeqId": attempt.platform_seq_id,
+        "purpose": attempt.purpose,
+        "startedAt": iso(attempt.started_at),
+        "rtCode": attempt.rt_code,
+        "httpStatus": attempt.http_status,
+        "durationMs": attempt.duration_ms,
+        "outcome": attempt.outcome,
+        "error": attempt.error,
+    }

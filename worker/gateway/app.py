@@ -26,8 +26,8 @@ import anyio
 import anyio.to_thread
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from .metrics import GatewayMetrics
-from .service import Gateway
+from worker.gateway.metrics import GatewayMetrics
+from worker.gateway.service import Gateway
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +57,14 @@ class _Gone(Exception):
 
 
 class GatewayApp:
-    def __init__(self, gateway: Gateway, *, limits: Limits, metrics: GatewayMetrics,
-                 readiness: ReadinessCheck) -> None:  # fmt: skip
+    def __init__(
+        self,
+        gateway: Gateway,
+        *,
+        limits: Limits,
+        metrics: GatewayMetrics,
+        readiness: ReadinessCheck,
+    ) -> None:
         self.gateway = gateway
         self.limits = limits
         self.metrics = metrics
@@ -132,8 +138,9 @@ class GatewayApp:
             payload = generate_latest(self.metrics.registry)
             await _respond(send, 200, payload, CONTENT_TYPE_LATEST.encode())
         else:
-            failing = ["stopping"] if self.stopping else await anyio.to_thread.run_sync(
-                self.readiness)  # fmt: skip
+            failing = (
+                ["stopping"] if self.stopping else await anyio.to_thread.run_sync(self.readiness)
+            )
             status = 503 if failing else 200
             body = {"status": "not ready" if failing else "ready", "failing": failing}
             await _respond(send, status, json.dumps(body).encode())

@@ -1,8 +1,8 @@
 """The gateway's half of the contract with the HIS, as files: `platform.events`. Pure.
 
-`worker.contracts` writes these beside the worker's own (schemas/platform/, and the channels,
-operations and messages below in schemas/asyncapi.yaml). The schemas come from the models the
-gateway validates with (events.PlatformEvent, the spec's HIS* request models, and the HIS00003
+`worker.schema.generate` writes these beside the worker's own (schemas/platform/, and the
+channels, operations and messages below in schemas/asyncapi.yaml). The schemas come from the models
+the gateway validates with (events.PlatformEvent, the spec's HIS* request models, and the HIS00003
 response model for the HIS's reply), so they cannot drift.
 """
 
@@ -11,15 +11,21 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ..models import registry
-from ..models.examples import EXAMPLES
-from .events import PLATFORM_EXCHANGE, ROUTES, VISITS_REQUESTED, PlatformEvent, event_id_for
-from .publisher import DIRECT_REPLY_TO
+from worker.gateway.events import (
+    PLATFORM_EXCHANGE,
+    ROUTES,
+    VISITS_REQUESTED,
+    PlatformEvent,
+    event_id_for,
+)
+from worker.gateway.publisher import DIRECT_REPLY_TO
+from worker.protocol import registry
+from worker.protocol.models.examples import EXAMPLES
 
 Schema = dict[str, Any]
 
 VISITS_REPLY_FILE = "platform/visits-reply.json"
-AMQP = "0.3.0"  # the AMQP bindings version, as worker.contracts
+AMQP = "0.3.0"  # the AMQP bindings version, as worker.schema.generate
 
 
 def platform_file(event_type: str) -> str:
@@ -50,9 +56,11 @@ def platform_event_schema(trans_code: str, base_uri: str, dialect: str) -> Schem
     event_type = ROUTES[trans_code]
     data = _untitled(transaction.request.model_json_schema())
     defs = data.pop("$defs", {})
-    data["description"] = (f"The {trans_code} ({transaction.title}, spec "
-                           f"{transaction.spec_section}) request fields, decrypted, as the "
-                           "platform sent them (fields the spec does not list may be present).")
+    data["description"] = (
+        f"The {trans_code} ({transaction.title}, spec "
+        f"{transaction.spec_section}) request fields, decrypted, as the "
+        "platform sent them (fields the spec does not list may be present)."
+    )
     schema = _untitled(PlatformEvent.model_json_schema())
     props = schema["properties"]
     props["eventId"]["description"] = _EVENT_ID[trans_code]
@@ -68,11 +76,14 @@ def platform_event_schema(trans_code: str, base_uri: str, dialect: str) -> Schem
         "title": f"{event_type} platform event",
         "description": f"The platform called {trans_code}; the gateway verified it and "
         f"publishes this on exchange {PLATFORM_EXCHANGE}, routing key `{event_type}`"
-        + (", with reply_to and correlation_id: answer it (visits-reply.json)."
-           if event_type == VISITS_REQUESTED else ", persistent, before answering 0000."),
+        + (
+            ", with reply_to and correlation_id: answer it (visits-reply.json)."
+            if event_type == VISITS_REQUESTED
+            else ", persistent, before answering 0000."
+        ),
         **({"$defs": defs} if defs else {}),
         "examples": [example_platform_event(trans_code)],
-    }  # fmt: skip
+    }
 
 
 _EVENT_ID = {
@@ -86,9 +97,17 @@ _EVENT_ID = {
 def visits_reply_schema(base_uri: str, dialect: str) -> Schema:
     answer = _untitled(registry.TRANSACTIONS["HIS00003"].response.model_json_schema())
     defs = answer.pop("$defs", {})
-    refusal = {"type": "object", "properties": {"error": {
-        "type": "string", "description": "Why not (e.g. no such patient): answered 1000."}},
-        "required": ["error"], "additionalProperties": False}  # fmt: skip
+    refusal = {
+        "type": "object",
+        "properties": {
+            "error": {
+                "type": "string",
+                "description": "Why not (e.g. no such patient): answered 1000.",
+            }
+        },
+        "required": ["error"],
+        "additionalProperties": False,
+    }
     return {
         "$schema": dialect,
         "$id": base_uri + VISITS_REPLY_FILE,
@@ -102,10 +121,11 @@ def visits_reply_schema(base_uri: str, dialect: str) -> Schema:
     }
 
 
-def schema_files(base_uri: str, dialect: str,
-                 to_json: Callable[[Schema], str]) -> dict[str, str]:  # fmt: skip
-    files = {platform_file(ROUTES[code]): to_json(platform_event_schema(code, base_uri, dialect))
-             for code in ROUTES}  # fmt: skip
+def schema_files(base_uri: str, dialect: str, to_json: Callable[[Schema], str]) -> dict[str, str]:
+    files = {
+        platform_file(ROUTES[code]): to_json(platform_event_schema(code, base_uri, dialect))
+        for code in ROUTES
+    }
     files[VISITS_REPLY_FILE] = to_json(visits_reply_schema(base_uri, dialect))
     return files
 
@@ -141,17 +161,18 @@ def operations() -> Schema:
             " before answering the platform.",
             "messages": [_ref("channels", name, "messages", name)],
             # persistent, mandatory (unroutable: 9999 to the platform), confirmed
-            "bindings": {"amqp": {"deliveryMode": 2, "mandatory": True,
-                                  "bindingVersion": AMQP}},
+            "bindings": {"amqp": {"deliveryMode": 2, "mandatory": True, "bindingVersion": AMQP}},
         }
         if event_type == VISITS_REQUESTED:
             # no reply channel: the address is the message's reply_to (the gateway's direct
             # reply-to), not a queue or routing key anyone declares
             operation["reply"] = {
-                "address": {"location": "$message.header#/reply_to",
-                            "description": f"{DIRECT_REPLY_TO} of the gateway's connection; "
-                                           f"the payload: {VISITS_REPLY_FILE}."},
-            }  # fmt: skip
+                "address": {
+                    "location": "$message.header#/reply_to",
+                    "description": f"{DIRECT_REPLY_TO} of the gateway's connection; "
+                    f"the payload: {VISITS_REPLY_FILE}.",
+                },
+            }
         found["send" + name[0].upper() + name[1:]] = operation
     return found
 
@@ -160,29 +181,42 @@ def messages() -> Schema:
     found: Schema = {}
     for trans_code, event_type in ROUTES.items():
         found[message_name(event_type)] = {
-            "name": event_type, "title": f"{event_type} ({trans_code})",
+            "name": event_type,
+            "title": f"{event_type} ({trans_code})",
             "summary": f"The platform's {trans_code} call, verified and decrypted.",
             "contentType": "application/json",
             "payload": {"$ref": "./" + platform_file(event_type)},
-            "correlationId": {"location": "$message.payload#/eventId",
-                              "description": "eventId, also the AMQP message_id."},
+            "correlationId": {
+                "location": "$message.payload#/eventId",
+                "description": "eventId, also the AMQP message_id.",
+            },
             "bindings": {"amqp": {"messageType": event_type, "bindingVersion": AMQP}},
-        }  # fmt: skip
+        }
     found["platformVisitsReply"] = {
-        "name": "visits-reply", "title": "visit records (the HIS's reply)",
+        "name": "visits-reply",
+        "title": "visit records (the HIS's reply)",
         "summary": "The HIS answers visits.requested: its treatmentList, or an error.",
-        "contentType": "application/json", "payload": {"$ref": "./" + VISITS_REPLY_FILE},
-        "correlationId": {"location": "$message.header#/correlation_id",
-                          "description": "The request's correlation_id, copied."},
-    }  # fmt: skip
+        "contentType": "application/json",
+        "payload": {"$ref": "./" + VISITS_REPLY_FILE},
+        "correlationId": {
+            "location": "$message.header#/correlation_id",
+            "description": "The request's correlation_id, copied.",
+        },
+    }
     return found
 
 
 def channel_bindings() -> Schema:
-    spec = {"name": PLATFORM_EXCHANGE, "type": "topic", "durable": True, "autoDelete": False,
-            "vhost": "/"}  # fmt: skip
-    return {PLATFORM_EXCHANGE: {"amqp": {"is": "routingKey", "exchange": spec,
-                                         "bindingVersion": AMQP}}}  # fmt: skip
+    spec = {
+        "name": PLATFORM_EXCHANGE,
+        "type": "topic",
+        "durable": True,
+        "autoDelete": False,
+        "vhost": "/",
+    }
+    return {
+        PLATFORM_EXCHANGE: {"amqp": {"is": "routingKey", "exchange": spec, "bindingVersion": AMQP}}
+    }
 
 
 def _untitled(schema: Schema) -> Schema:

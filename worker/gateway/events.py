@@ -26,11 +26,11 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from ..envelope import OpenedRequest
-from ..errors import ValidationFailed
-from ..identifiers import printable
-from ..models import registry
-from .verify import OK, UNKNOWN_ERROR
+from worker.contract.identifiers import printable
+from worker.errors import ValidationFailed
+from worker.gateway.verify import OK, UNKNOWN_ERROR
+from worker.protocol import registry
+from worker.protocol.envelope import OpenedRequest
 
 PLATFORM_EXCHANGE = "platform.events"
 AUTHORIZATION_RECEIVED = "authorization.received"
@@ -45,8 +45,7 @@ ROUTES = {
 #: rtCode for an HIS that answers HIS00003 with {"error": ...}: a business failure (spec 2.1)
 BUSINESS_FAILURE = "1000"
 
-PlatformEventType = Literal["authorization.received", "visits.requested",
-                            "claim-result.notified"]  # fmt: skip
+PlatformEventType = Literal["authorization.received", "visits.requested", "claim-result.notified"]
 
 
 class PlatformEvent(BaseModel):
@@ -80,8 +79,7 @@ def derived_event_id(request: OpenedRequest) -> str:
 def event_id_for(trans_code: str, platform_seq_id: str, business: dict[str, Any]) -> str:
     if trans_code == "HIS00004":
         # canonical (sorted keys): the platform's field order may differ from one send to the next
-        canonical = json.dumps(business, ensure_ascii=False, sort_keys=True,
-                               separators=(",", ":"))  # fmt: skip
+        canonical = json.dumps(business, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
         digest = hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:40]
         return f"HIS00004-{digest}"
     return f"{trans_code}-{platform_seq_id}"
@@ -98,8 +96,9 @@ def handoff(request: OpenedRequest, *, received_at: datetime) -> Handoff:
         data=request.business,
     )
     body = event.model_dump_json().encode("utf-8")
-    return Handoff(event.eventId, event.type, request.trans_code, body,
-                    request.trans_code == "HIS00003")  # fmt: skip
+    return Handoff(
+        event.eventId, event.type, request.trans_code, body, request.trans_code == "HIS00003"
+    )
 
 
 @dataclass(frozen=True)

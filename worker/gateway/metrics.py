@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from ..metrics import OTHER, bounded
-from .verify import CAUSES, INBOUND_CODES, Cause
+from worker.gateway.verify import CAUSES, INBOUND_CODES, Cause
+from worker.metrics import OTHER, bounded
 
 #: the spec's rtCodes the gateway answers with
 RT_CODES = ("0000", "1000", "4000", "4008", "4104", "9999")
@@ -26,28 +26,37 @@ class GatewayMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
         self._requests = Counter(
-            "huimin_gateway_requests", "Platform calls answered, by transCode and rtCode.",
-            ["trans_code", "rt_code"], registry=registry,
-        )  # fmt: skip
+            "huimin_gateway_requests",
+            "Platform calls answered, by transCode and rtCode.",
+            ["trans_code", "rt_code"],
+            registry=registry,
+        )
         self._refused = Counter(
             "huimin_gateway_verification_failures",
             "Platform calls refused by verification, by cause (skew, signature, replay, "
-            "platformId, malformed).", ["cause"], registry=registry,
-        )  # fmt: skip
+            "platformId, malformed).",
+            ["cause"],
+            registry=registry,
+        )
         self._rejected = Counter(
             "huimin_gateway_http_rejections",
             "Requests refused at the HTTP level (no envelope read), by reason.",
-            ["reason"], registry=registry,
-        )  # fmt: skip
+            ["reason"],
+            registry=registry,
+        )
         self._his_reply = Histogram(
             "huimin_gateway_his_reply_seconds",
             "HIS00003: from the request's publish to the HIS's reply (or the timeout).",
-            ["outcome"], buckets=HIS_REPLY_BUCKETS, registry=registry,
-        )  # fmt: skip
+            ["outcome"],
+            buckets=HIS_REPLY_BUCKETS,
+            registry=registry,
+        )
         self._publish = Histogram(
-            "huimin_gateway_publish_seconds", "A confirmed publish to platform.events.",
-            buckets=PUBLISH_BUCKETS, registry=registry,
-        )  # fmt: skip
+            "huimin_gateway_publish_seconds",
+            "A confirmed publish to platform.events.",
+            buckets=PUBLISH_BUCKETS,
+            registry=registry,
+        )
         for cause in CAUSES:  # every series exists from the start: rate() needs a zero
             self._refused.labels(cause)
         for reason in HTTP_REJECTIONS:

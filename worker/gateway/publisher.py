@@ -38,12 +38,12 @@ from typing import Any, Protocol, TypeVar
 import amqp
 import kombu
 
-from ..errors import BrokerUnavailable
-from ..messages import Outgoing
-from ..topology import Exchange, Topology
-from ..transport.amqp import CONNECTION_ERRORS
-from ..transport.memory import MemoryBroker
-from .events import PLATFORM_EXCHANGE, Handoff
+from worker.broker.amqp import CONNECTION_ERRORS
+from worker.broker.memory import MemoryBroker
+from worker.broker.messages import Outgoing
+from worker.broker.topology import Exchange, Topology
+from worker.errors import BrokerUnavailable
+from worker.gateway.events import PLATFORM_EXCHANGE, Handoff
 
 DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
 T = TypeVar("T")
@@ -81,8 +81,7 @@ class _Link:
         self.expected: str | None = None
         self.reply: bytes | None = None
         self.channel.events["basic_return"].add(self._on_return)
-        self.channel.exchange_declare(PLATFORM_EXCHANGE, "topic", durable=True,
-                                      auto_delete=False)  # fmt: skip
+        self.channel.exchange_declare(PLATFORM_EXCHANGE, "topic", durable=True, auto_delete=False)
         self.channel.basic_consume(DIRECT_REPLY_TO, no_ack=True, callback=self._on_reply)
 
     def _on_return(self, *_: Any) -> None:
@@ -94,20 +93,30 @@ class _Link:
             body = message.body  # py-amqp decodes it when the HIS set content_encoding
             self.reply = body.encode("utf-8") if isinstance(body, str) else bytes(body)
 
-    def publish(self, message: Handoff, confirm_timeout_s: float,
-                correlation_id: str | None = None) -> None:  # fmt: skip
-        props: dict[str, Any] = {"content_type": "application/json", "delivery_mode": 2,
-                                 "message_id": message.event_id, "type": message.routing_key}
+    def publish(
+        self, message: Handoff, confirm_timeout_s: float, correlation_id: str | None = None
+    ) -> None:
+        props: dict[str, Any] = {
+            "content_type": "application/json",
+            "delivery_mode": 2,
+            "message_id": message.event_id,
+            "type": message.routing_key,
+        }
         if correlation_id is not None:
             props.update(reply_to=DIRECT_REPLY_TO, correlation_id=correlation_id)
         self.returned = False
         self.channel.basic_publish_confirm(
-            amqp.Message(message.body, **props), exchange=PLATFORM_EXCHANGE,
-            routing_key=message.routing_key, mandatory=True, confirm_timeout=confirm_timeout_s,
-        )  # fmt: skip
+            amqp.Message(message.body, **props),
+            exchange=PLATFORM_EXCHANGE,
+            routing_key=message.routing_key,
+            mandatory=True,
+            confirm_timeout=confirm_timeout_s,
+        )
         if self.returned:  # RabbitMQ sends basic.return before the basic.ack
-            raise NotRouted(f"no queue is bound to {PLATFORM_EXCHANGE} for "
-                            f"{message.routing_key!r}: is the hospital system set up?")
+            raise NotRouted(
+                f"no queue is bound to {PLATFORM_EXCHANGE} for "
+                f"{message.routing_key!r}: is the hospital system set up?"
+            )
 
     def ask(self, message: Handoff, confirm_timeout_s: float, timeout_s: float) -> bytes | None:
         """Publish with reply_to and wait for the reply with its correlation_id."""
@@ -136,8 +145,9 @@ class _Link:
 
 
 class AmqpPublisher:
-    def __init__(self, url: str, *, pool_size: int, confirm_timeout_s: float,
-                 connect_timeout_s: float = 5.0) -> None:  # fmt: skip
+    def __init__(
+        self, url: str, *, pool_size: int, confirm_timeout_s: float, connect_timeout_s: float = 5.0
+    ) -> None:
         self._url = url
         self._confirm_timeout_s = confirm_timeout_s
         self._connect_timeout_s = connect_timeout_s
@@ -147,15 +157,17 @@ class AmqpPublisher:
     def declare(self) -> None:
         # a link declares the exchange when it connects; a reused one is asked whether the
         # exchange is there (a round trip: the readiness probe's question too)
-        self._with_retry(lambda link: link.channel.exchange_declare(
-            PLATFORM_EXCHANGE, "topic", durable=True, auto_delete=False))
+        self._with_retry(
+            lambda link: link.channel.exchange_declare(
+                PLATFORM_EXCHANGE, "topic", durable=True, auto_delete=False
+            )
+        )
 
     def publish(self, message: Handoff) -> None:
         self._with_retry(lambda link: link.publish(message, self._confirm_timeout_s))
 
     def request(self, message: Handoff, timeout_s: float) -> bytes | None:
-        return self._with_retry(lambda link: link.ask(message, self._confirm_timeout_s,
-                                                      timeout_s))  # fmt: skip
+        return self._with_retry(lambda link: link.ask(message, self._confirm_timeout_s, timeout_s))
 
     def close(self) -> None:
         while True:
@@ -211,19 +223,23 @@ class MemoryPublisher:
     queues like RabbitMQ would; HIS00003 is answered by an in-process `responder` (the HIS's
     role: the request body in, the reply body out, None for no answer)."""
 
-    def __init__(self, broker: MemoryBroker,
-                 responder: Callable[[bytes], bytes | None] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self, broker: MemoryBroker, responder: Callable[[bytes], bytes | None] | None = None
+    ) -> None:
         self._broker = broker
         self._responder = responder
 
     def declare(self) -> None:
         self._check()
-        self._broker.declare(Topology((Exchange(PLATFORM_EXCHANGE, "topic"),), (), (), 0.0))
+        self._broker.declare(Topology((Exchange(PLATFORM_EXCHANGE, "topic"),), ()))
 
     def publish(self, message: Handoff) -> None:
         self._check()
-        self._broker.publish(Outgoing(PLATFORM_EXCHANGE, message.routing_key, message.body,
-                                        message_id=message.event_id))  # fmt: skip
+        self._broker.publish(
+            Outgoing(
+                PLATFORM_EXCHANGE, message.routing_key, message.body, message_id=message.event_id
+            )
+        )
 
     def request(self, message: Handoff, timeout_s: float) -> bytes | None:
         self.publish(message)

@@ -1,8 +1,8 @@
 """Building the gateway from settings, and serving it with uvicorn.
 
-    app = build_gateway(settings)                    # RabbitMQ + the ledger of the settings
-    app = build_gateway(settings, publisher=..., ledger=..., clock=...)   # tests, the demo
-    serve(app, settings, host=..., port=...)         # foreground, until SIGINT/SIGTERM
+app = build_gateway(settings)                    # RabbitMQ + the ledger of the settings
+app = build_gateway(settings, publisher=..., ledger=..., clock=...)   # tests, the demo
+serve(app, settings, host=..., port=...)         # foreground, until SIGINT/SIGTERM
 """
 
 from __future__ import annotations
@@ -15,15 +15,15 @@ from types import FrameType
 import uvicorn
 from prometheus_client import CollectorRegistry
 
-from .. import envelope
-from ..clock import Clock, system_clock
-from ..health import ledger_answers
-from ..ledger.base import Ledger, open_ledger
-from ..settings import Settings
-from .app import GatewayApp, Limits
-from .metrics import GatewayMetrics
-from .publisher import AmqpPublisher, Publisher
-from .service import Gateway, GatewayOptions
+from worker.clock import Clock, system_clock
+from worker.gateway.app import GatewayApp, Limits
+from worker.gateway.metrics import GatewayMetrics
+from worker.gateway.publisher import AmqpPublisher, Publisher
+from worker.gateway.service import Gateway, GatewayOptions
+from worker.health import ledger_answers
+from worker.ledger import Ledger, open_ledger
+from worker.protocol import envelope
+from worker.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +44,14 @@ class GatewayParts:
         self.ledger.close()
 
 
-def build_gateway(settings: Settings, *, publisher: Publisher | None = None,
-                  ledger: Ledger | None = None, clock: Clock = system_clock,
-                  registry: CollectorRegistry | None = None) -> GatewayParts:  # fmt: skip
+def build_gateway(
+    settings: Settings,
+    *,
+    publisher: Publisher | None = None,
+    ledger: Ledger | None = None,
+    clock: Clock = system_clock,
+    registry: CollectorRegistry | None = None,
+) -> GatewayParts:
     ledger = ledger or open_ledger(settings.ledger_url.get_secret_value())
     ledger.migrate()
     publisher = publisher or AmqpPublisher(
@@ -55,7 +60,7 @@ def build_gateway(settings: Settings, *, publisher: Publisher | None = None,
         pool_size=settings.gateway_concurrency + 1,
         confirm_timeout_s=settings.confirm_timeout_s,
         connect_timeout_s=settings.connect_timeout_s,
-    )  # fmt: skip
+    )
     metrics = GatewayMetrics(registry or CollectorRegistry())
     options = GatewayOptions(
         credentials=envelope.Credentials.from_settings(settings),
@@ -63,10 +68,14 @@ def build_gateway(settings: Settings, *, publisher: Publisher | None = None,
         his_timeout_s=settings.gateway_his_timeout_s,
     )
     gateway = Gateway(options, ledger=ledger, publisher=publisher, metrics=metrics, clock=clock)
-    limits = Limits(settings.gateway_max_body_bytes, settings.gateway_read_timeout_s,
-                    settings.gateway_concurrency)  # fmt: skip
-    app = GatewayApp(gateway, limits=limits, metrics=metrics,
-                     readiness=lambda: _failing(publisher, ledger))  # fmt: skip
+    limits = Limits(
+        settings.gateway_max_body_bytes,
+        settings.gateway_read_timeout_s,
+        settings.gateway_concurrency,
+    )
+    app = GatewayApp(
+        gateway, limits=limits, metrics=metrics, readiness=lambda: _failing(publisher, ledger)
+    )
     return GatewayParts(app, ledger, publisher)
 
 
@@ -82,15 +91,21 @@ def _failing(publisher: Publisher, ledger: Ledger) -> list[str]:
     return failing
 
 
-def uvicorn_config(parts: GatewayParts, settings: Settings, *, host: str,
-                   port: int) -> uvicorn.Config:  # fmt: skip
+def uvicorn_config(
+    parts: GatewayParts, settings: Settings, *, host: str, port: int
+) -> uvicorn.Config:
     return uvicorn.Config(
-        parts.app, host=host, port=port, lifespan="on", access_log=False, log_config=None,
+        parts.app,
+        host=host,
+        port=port,
+        lifespan="on",
+        access_log=False,
+        log_config=None,
         limit_concurrency=settings.gateway_concurrency * (1 + WAITING_PER_SLOT),
         # a request that is still queued when SIGTERM comes gets this long to be answered
         timeout_graceful_shutdown=int(settings.gateway_his_timeout_s + 10),
         server_header=False,
-    )  # fmt: skip
+    )
 
 
 class _Server(uvicorn.Server):

@@ -21,14 +21,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from .. import envelope
-from ..clock import Clock
-from ..errors import BrokerUnavailable, LedgerUnavailable
-from ..ledger.base import Ledger
-from .events import Answer, Handoff, accepted_answer, handoff, visits_answer
-from .metrics import GatewayMetrics
-from .publisher import Publisher
-from .verify import DUPLICATE_SEQ_ID, UNKNOWN_ERROR, Accepted, Refusal, verify
+from worker.clock import Clock
+from worker.errors import BrokerUnavailable, LedgerUnavailable
+from worker.gateway.events import Answer, Handoff, accepted_answer, handoff, visits_answer
+from worker.gateway.metrics import GatewayMetrics
+from worker.gateway.publisher import Publisher
+from worker.gateway.verify import DUPLICATE_SEQ_ID, UNKNOWN_ERROR, Accepted, Refusal, verify
+from worker.ledger.base import EventStore
+from worker.protocol import envelope
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +43,16 @@ class GatewayOptions:
 
 
 class Gateway:
-    def __init__(self, options: GatewayOptions, *, ledger: Ledger, publisher: Publisher,
-                 metrics: GatewayMetrics, clock: Clock,
-                 monotonic: Monotonic = time.monotonic) -> None:  # fmt: skip
+    def __init__(
+        self,
+        options: GatewayOptions,
+        *,
+        ledger: EventStore,
+        publisher: Publisher,
+        metrics: GatewayMetrics,
+        clock: Clock,
+        monotonic: Monotonic = time.monotonic,
+    ) -> None:
         self.options = options
         self.ledger = ledger
         self.publisher = publisher
@@ -56,26 +63,38 @@ class Gateway:
     def handle(self, body: bytes) -> dict[str, str]:
         """The signed response envelope for one request body."""
         now = self.clock()
-        checked = verify(body, credentials=self.options.credentials, now=now,
-                         max_skew=self.options.max_skew)  # fmt: skip
+        checked = verify(
+            body, credentials=self.options.credentials, now=now, max_skew=self.options.max_skew
+        )
         if isinstance(checked, Refusal):
             return self._refused(checked, now)
         answer = self._answer(checked, now)
         self.metrics.answered(checked.request.trans_code, answer.rt_code)
         # signed with the key active now (a rotation switches it at the switch time)
-        return envelope.seal_response(answer.rt_code, answer.rt_msg, answer.business,
-                                      credentials=self.options.credentials,
-                                      at=self.clock())  # fmt: skip
+        return envelope.seal_response(
+            answer.rt_code,
+            answer.rt_msg,
+            answer.business,
+            credentials=self.options.credentials,
+            at=self.clock(),
+        )
 
     def _refused(self, refusal: Refusal, now: datetime) -> dict[str, str]:
         self.metrics.refused(refusal.cause)
         self.metrics.answered(refusal.trans_code, refusal.rt_code)
-        log.warning("platform call refused (%s): %s", refusal.cause, refusal.rt_msg,
-                    extra={"trans_code": refusal.trans_code, "rt_code": refusal.rt_code,
-                           "reason": refusal.cause})  # fmt: skip
-        return envelope.seal_response(refusal.rt_code, refusal.rt_msg, None,
-                                      credentials=self.options.credentials,
-                                      at=now)  # fmt: skip
+        log.warning(
+            "platform call refused (%s): %s",
+            refusal.cause,
+            refusal.rt_msg,
+            extra={
+                "trans_code": refusal.trans_code,
+                "rt_code": refusal.rt_code,
+                "reason": refusal.cause,
+            },
+        )
+        return envelope.seal_response(
+            refusal.rt_code, refusal.rt_msg, None, credentials=self.options.credentials, at=now
+        )
 
     def _answer(self, accepted: Accepted, now: datetime) -> Answer:
         request = accepted.request
@@ -83,28 +102,35 @@ class Gateway:
         try:
             answer = self._serve(accepted, now)
         except (BrokerUnavailable, LedgerUnavailable) as exc:
-            log.warning("platform call answered 9999, retry expected: %s", exc,
-                        extra={**extra, "reason": exc.reason})  # fmt: skip
+            log.warning(
+                "platform call answered 9999, retry expected: %s",
+                exc,
+                extra={**extra, "reason": exc.reason},
+            )
             return Answer(UNKNOWN_ERROR, "temporarily unavailable, please retry later")
         except Exception:  # noqa: BLE001 - the platform gets a signed answer whatever happens
             log.exception("platform call failed unexpectedly", extra=extra)
             return Answer(UNKNOWN_ERROR, "internal error, please retry later")
-        log.info("platform call answered %s", answer.rt_code,
-                 extra={**extra, "rt_code": answer.rt_code})  # fmt: skip
+        log.info(
+            "platform call answered %s", answer.rt_code, extra={**extra, "rt_code": answer.rt_code}
+        )
         return answer
 
     def _serve(self, accepted: Accepted, now: datetime) -> Answer:
         request = accepted.request
-        if not self.ledger.remember_inbound_seq_id(request.platform_seq_id, request.trans_code,
-                                                   now):  # fmt: skip
+        if not self.ledger.remember_inbound_seq_id(
+            request.platform_seq_id, request.trans_code, now
+        ):
             self.metrics.refused("replay")
             return Answer(DUPLICATE_SEQ_ID, "platformSeqId was used before")
         message = handoff(request, received_at=now)
         if message.expects_reply:
             return self._ask_his(message)
         if request.trans_code == "HIS00004" and self.ledger.inbound_event_known(message.event_id):
-            log.info("claim result notified again: already handed to the HIS",
-                     extra={"event_id": message.event_id})  # fmt: skip
+            log.info(
+                "claim result notified again: already handed to the HIS",
+                extra={"event_id": message.event_id},
+            )
             return accepted_answer(request)
         self._publish(message)
         if request.trans_code == "HIS00004":
@@ -122,8 +148,11 @@ class Gateway:
         except LedgerUnavailable as exc:
             # the message is out and confirmed: answering 9999 would only publish it again.
             # Forgetting costs at most a second copy (same eventId) if the platform re-sends.
-            log.warning("published, but the ledger did not record it: %s", exc,
-                        extra={"event_id": message.event_id, "reason": exc.reason})
+            log.warning(
+                "published, but the ledger did not record it: %s",
+                exc,
+                extra={"event_id": message.event_id, "reason": exc.reason},
+            )
 
     def _ask_his(self, message: Handoff) -> Answer:
         started = self.monotonic()

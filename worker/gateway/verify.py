@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from .. import envelope
-from ..clock import CHINA_TZ
-from ..errors import (
+from worker.clock import CHINA_TZ
+from worker.contract.identifiers import printable
+from worker.errors import (
     BadPlaintext,
     ClockSkew,
     DecryptionError,
@@ -31,8 +31,7 @@ from ..errors import (
     SignatureError,
     ValidationFailed,
 )
-from ..identifiers import printable
-from ..models import registry
+from worker.protocol import envelope, registry
 
 Cause = Literal["skew", "signature", "replay", "platformId", "malformed"]
 CAUSES: tuple[Cause, ...] = ("skew", "signature", "replay", "platformId", "malformed")
@@ -63,8 +62,9 @@ class Accepted:
     request: envelope.OpenedRequest
 
 
-def verify(body: bytes, *, credentials: envelope.Credentials, now: datetime,
-           max_skew: timedelta) -> Accepted | Refusal:  # fmt: skip
+def verify(
+    body: bytes, *, credentials: envelope.Credentials, now: datetime, max_skew: timedelta
+) -> Accepted | Refusal:
     """Check one request body; `now` is the gateway's clock (timezone-aware)."""
     fields = _json_object(body)
     if isinstance(fields, Refusal):
@@ -73,16 +73,19 @@ def verify(body: bytes, *, credentials: envelope.Credentials, now: datetime,
     if isinstance(header, Refusal):
         return header
     try:
-        opened = envelope.open_request(fields, credentials=credentials, now=now,
-                                       max_skew=max_skew)  # fmt: skip
+        opened = envelope.open_request(fields, credentials=credentials, now=now, max_skew=max_skew)
     except EnvelopeError as exc:
         return _envelope_refusal(exc, header)
     try:
         registry.validate_request(opened.trans_code, opened.business)
     except ValidationFailed as exc:
         named = ", ".join(sorted({error.field for error in exc.errors})) or "(payload)"
-        return Refusal(BAD_MESSAGE, f"{opened.trans_code} fields invalid: {named}"[:200],
-                       "malformed", opened.trans_code)  # fmt: skip
+        return Refusal(
+            BAD_MESSAGE,
+            f"{opened.trans_code} fields invalid: {named}"[:200],
+            "malformed",
+            opened.trans_code,
+        )
     return Accepted(opened)
 
 
@@ -106,32 +109,45 @@ class _Header:
     trans_code: str | None  # the transCode, when it is one the gateway serves
 
 
-def _plain_header(fields: Mapping[str, Any], credentials: envelope.Credentials, now: datetime,
-                  max_skew: timedelta) -> _Header | Refusal:  # fmt: skip
+def _plain_header(
+    fields: Mapping[str, Any], credentials: envelope.Credentials, now: datetime, max_skew: timedelta
+) -> _Header | Refusal:
     """The unsigned checks: who is calling, which call, when, and a usable platformSeqId."""
     platform_id = fields.get("platformId")
     if not isinstance(platform_id, str):
         return Refusal(BAD_MESSAGE, "envelope field 'platformId' is missing", "malformed")
     if platform_id != credentials.platform_id:
-        return Refusal(UNKNOWN_PLATFORM, f"unknown platformId {printable(platform_id, 40)}",
-                       "platformId")  # fmt: skip
+        return Refusal(
+            UNKNOWN_PLATFORM, f"unknown platformId {printable(platform_id, 40)}", "platformId"
+        )
     trans_code = fields.get("transCode")
     served = trans_code if trans_code in INBOUND_CODES else None
     sent_at = _sent_at(fields)
     if sent_at is None:
-        return Refusal(BAD_MESSAGE, "platformTransDate/platformTransTime must be yyyyMMdd and "
-                       "HHmmss", "malformed", served)  # fmt: skip
+        return Refusal(
+            BAD_MESSAGE,
+            "platformTransDate/platformTransTime must be yyyyMMdd and HHmmss",
+            "malformed",
+            served,
+        )
     if abs(now - sent_at) > max_skew:
         seconds = int(max_skew.total_seconds())
-        return Refusal(BAD_MESSAGE, f"platformTransDate/platformTransTime is more than {seconds}"
-                       " s from the hospital's clock", "skew", served)  # fmt: skip
+        return Refusal(
+            BAD_MESSAGE,
+            f"platformTransDate/platformTransTime is more than {seconds}"
+            " s from the hospital's clock",
+            "skew",
+            served,
+        )
     if served is None:
-        return Refusal(BAD_MESSAGE, f"transCode {printable(trans_code, 40)} is not served here",
-                       "malformed")  # fmt: skip
+        return Refusal(
+            BAD_MESSAGE, f"transCode {printable(trans_code, 40)} is not served here", "malformed"
+        )
     seq_id = fields.get("platformSeqId")
     if not isinstance(seq_id, str) or not _SEQ_ID.fullmatch(seq_id):
-        return Refusal(BAD_MESSAGE, "platformSeqId must be 10-40 letters and digits",
-                       "malformed", served)  # fmt: skip
+        return Refusal(
+            BAD_MESSAGE, "platformSeqId must be 10-40 letters and digits", "malformed", served
+        )
     return _Header(served)
 
 
@@ -152,8 +168,9 @@ def _envelope_refusal(exc: EnvelopeError, header: _Header) -> Refusal:
     if isinstance(exc, SignatureError | DecryptionError):
         # a wrong key shows as bad padding as often as a bad signature: both mean "not
         # signed by the platform we share the secret with"
-        return Refusal(BAD_MESSAGE, "signData does not verify (wrong key or tampered)",
-                       "signature", code)  # fmt: skip
+        return Refusal(
+            BAD_MESSAGE, "signData does not verify (wrong key or tampered)", "signature", code
+        )
     if isinstance(exc, ClockSkew):
         return Refusal(BAD_MESSAGE, "the request time is outside the window", "skew", code)
     if isinstance(exc, MissingField):

@@ -3,7 +3,9 @@
     ledger = open_ledger("sqlite:////var/lib/huimin/ledger.db")  # or postgresql://...
     ledger.migrate()
 
-Backends are imported lazily by `open_ledger`, so SQLite users need no psycopg.
+Code on the hot path depends on `EventStore`, ops code on `LedgerQueries`; `Ledger` is both,
+plus migrate/close (base.py). Backends are imported lazily by `open_ledger` (open.py), so
+SQLite users need no psycopg.
 """
 
 from worker.ledger.base import (
@@ -15,13 +17,15 @@ from worker.ledger.base import (
     DuplicateSeqId,
     EventRecord,
     EventState,
+    EventStore,
     JournalEntry,
     Ledger,
+    LedgerQueries,
     NewEvent,
     UnknownAttempt,
     UnknownEvent,
-    open_ledger,
 )
+from worker.ledger.open import open_ledger
 
 __all__ = [
     "AttemptOutcome",
@@ -32,8 +36,10 @@ __all__ = [
     "DuplicateSeqId",
     "EventRecord",
     "EventState",
+    "EventStore",
     "JournalEntry",
     "Ledger",
+    "LedgerQueries",
     "NewEvent",
     "UnknownAttempt",
     "UnknownEvent",

@@ -1,4 +1,4 @@
-"""The ledger's records, its `Ledger` protocol and the `open_ledger(url)` factory.
+"""The ledger's records and its protocols: `EventStore`, `LedgerQueries` and `Ledger`.
 
 The ledger is the worker's idempotency and audit store. Two promises matter above all:
 
@@ -17,9 +17,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal, Protocol, runtime_checkable
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from worker.errors import ConfigurationError, LedgerUnavailable
+from worker.errors import CallerError, LedgerUnavailable
 
 BeginKind = Literal["new", "existing", "conflict", "duplicate_key"]
 AttemptPurpose = Literal["call", "status_query"]
@@ -37,15 +36,15 @@ class EventState(StrEnum):
     PARKED = "parked"
 
 
-class UnknownEvent(LookupError):
+class UnknownEvent(CallerError, LookupError):
     """No event with this id is in the ledger: a caller bug, never worth retrying."""
 
 
-class UnknownAttempt(LookupError):
+class UnknownAttempt(CallerError, LookupError):
     """No attempt with this id is in the ledger: a caller bug, never worth retrying."""
 
 
-class DuplicateSeqId(ValueError):
+class DuplicateSeqId(CallerError, ValueError):
     """A platformSeqId was used before. Nothing was sent: draw a fresh id and start again."""
 
 
@@ -129,9 +128,17 @@ class JournalEntry:
     detail: dict
 
 
+# The ledger is read and written by two kinds of code with different needs. The hot path
+# (the pipeline, the gateway, the readiness probe) claims events, records attempts before
+# they are sent and stores results: `EventStore`. People and reports (trace, dlq, recheck,
+# the statement job, the metrics gauges) list, look up and audit: `LedgerQueries`. A module
+# is typed to the half it uses, so what the hot path depends on stays visible and small.
+
+
 @runtime_checkable
-class Ledger(Protocol):
-    def migrate(self) -> None: ...
+class EventStore(Protocol):
+    """The hot path: an event's life from first sight to its published result."""
+
     def begin_event(self, event: NewEvent) -> Begin: ...
     def get_event(self, event_id: str) -> EventRecord | None: ...
     def try_lease(self, event_id: str, owner: str, until: datetime, at: datetime) -> bool: ...
@@ -167,8 +174,14 @@ class Ledger(Protocol):
     # With `owner`, compare-and-set: nothing is stored while another owner's lease is live
     # (the returned record is then not completed, or completed by someone else).
     def complete_event(
-        self, event_id: str, outcome: str, result: dict, at: datetime, *,
-        keys: Mapping[str, str] | None = None, release_owner: str | None = None,
+        self,
+        event_id: str,
+        outcome: str,
+        result: dict,
+        at: datetime,
+        *,
+        keys: Mapping[str, str] | None = None,
+        release_owner: str | None = None,
         owner: str | None = None,
     ) -> EventRecord: ...
     # An event refused at intake, recorded already completed with its `failed` result in one
@@ -181,13 +194,30 @@ class Ledger(Protocol):
     def mark_result_published(
         self, event_id: str, at: datetime, *, journal: dict | None = None
     ) -> None: ...
+    # The sweeper's work lists: stale unfinished events, results not yet published.
     def unfinished_events(
         self, updated_before: datetime, limit: int = 100
     ) -> list[EventRecord]: ...
     def unpublished_results(self, limit: int = 100) -> list[EventRecord]: ...
-    def find_events(self, key: str, limit: int = 100) -> list[EventRecord]: ...
     def add_keys(self, event_id: str, keys: Mapping[str, str]) -> None: ...
     def record(self, event_id: str, kind: str, detail: dict, at: datetime) -> None: ...
+    # The inbound gateway's memory, committed when these return. remember_*: True the first
+    # time the key is seen (INSERT ... ON CONFLICT DO NOTHING: one winner across replicas),
+    # False when it was already there. A platformSeqId is remembered when its request is
+    # accepted; an eventId once the platform event is published (confirmed).
+    def remember_inbound_seq_id(
+        self, platform_seq_id: str, trans_code: str, at: datetime
+    ) -> bool: ...
+    def remember_inbound_event(self, event_id: str, trans_code: str, at: datetime) -> bool: ...
+    def inbound_event_known(self, event_id: str) -> bool: ...
+
+
+@runtime_checkable
+class LedgerQueries(Protocol):
+    """Ops: listings, lookups by trace key, the audit trail, and the one write only a person
+    asks for (`reopen_event`). Nothing on the hot path calls these."""
+
+    def find_events(self, key: str, limit: int = 100) -> list[EventRecord]: ...
     def journal(self, event_id: str) -> list[JournalEntry]: ...
     # Entries of one kind (replayed, purged...), newest first: the operations audit trail.
     def journal_by_kind(
@@ -207,15 +237,14 @@ class Ledger(Protocol):
         limit: int = 100,
     ) -> list[EventRecord]: ...
     def stats(self) -> dict[str, int]: ...
-    # The inbound gateway's memory, committed when these return. remember_*: True the first
-    # time the key is seen (INSERT ... ON CONFLICT DO NOTHING: one winner across replicas),
-    # False when it was already there. A platformSeqId is remembered when its request is
-    # accepted; an eventId once the platform event is published (confirmed).
-    def remember_inbound_seq_id(
-        self, platform_seq_id: str, trans_code: str, at: datetime
-    ) -> bool: ...
-    def remember_inbound_event(self, event_id: str, trans_code: str, at: datetime) -> bool: ...
-    def inbound_event_known(self, event_id: str) -> bool: ...
+
+
+@runtime_checkable
+class Ledger(EventStore, LedgerQueries, Protocol):
+    """A whole ledger, as `open_ledger` returns it: both halves, and its own lifecycle, which
+    belongs to whoever opened it (the wiring in app.py, the CLI's commands)."""
+
+    def migrate(self) -> None: ...
     def close(self) -> None: ...
 
 
@@ -334,47 +363,3 @@ def trace_keys(event_id: str, keys: Mapping[str, str]) -> list[tuple[str, str]]:
     pairs = [("eventId", event_id)]
     pairs += [(name, value) for name, value in keys.items() if value]
     return pairs
-
-
-def open_ledger(url: str) -> Ledger:
-    """Open the ledger a URL names.
-
-    sqlite:///relative/path.db, sqlite:////absolute/path.db  (SQLAlchemy's convention)
-    postgresql://user@host:5432/db[?schema=name]  (postgres:// too; `schema` is ours, the rest
-    is passed to libpq; tables are prefixed `huimin_` so the database can be shared)
-    """
-    scheme = url.split(":", 1)[0].lower() if ":" in url else ""
-    if scheme == "sqlite":
-        from worker.ledger.sqlite import SqliteLedger
-
-        return SqliteLedger(_sqlite_path(url))
-    if scheme in ("postgresql", "postgres"):
-        from worker.ledger.postgres import PostgresLedger
-
-        conninfo, schema = _split_schema(url)
-        return PostgresLedger(conninfo, schema=schema)
-    raise ConfigurationError(
-        f"unsupported ledger URL scheme {scheme or '(none)'!r}: "
-        "use sqlite:///path/to/ledger.db or postgresql://user@host/db"
-    )
-
-
-def _sqlite_path(url: str) -> str:
-    prefix = "sqlite:///"
-    path = url[len(prefix) :] if url.lower().startswith(prefix) else ""
-    if not path or path == ":memory:" or path.startswith("file:"):
-        # An in-memory database would be private to each thread's connection: a ledger
-        # that forgets across threads would re-send payments.
-        raise ConfigurationError(
-            f"ledger URL {url!r} must name a database file: sqlite:///path/to/ledger.db"
-        )
-    return path
-
-
-def _split_schema(url: str) -> tuple[str, str | None]:
-    """Take our own `schema` query parameter out; libpq would reject it."""
-    parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    schemas = [value for name, value in query if name == "schema"]
-    rest = urlencode([(name, value) for name, value in query if name != "schema"])
-    return urlunsplit(parts._replace(query=rest)), (schemas[-1] if schemas else None)

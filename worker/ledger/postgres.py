@@ -177,4 +177,3 @@ def _one(cur: Cursor) -> DictRow:
     if row is None:  # pragma: no cover - the statements above always return a row
         raise RuntimeError("expected a row")
     return row
-

@@ -244,8 +244,7 @@ class Statements:
     # Listings: the WHERE/ORDER part after "SELECT <event columns> FROM huimin_events".
     # The literal state predicates match the partial indexes above.
     unfinished: str = (
-        "WHERE state NOT IN ('completed', 'parked') AND updated_at < ?"
-        " ORDER BY updated_at LIMIT ?"
+        "WHERE state NOT IN ('completed', 'parked') AND updated_at < ? ORDER BY updated_at LIMIT ?"
     )
     unpublished: str = (
         "WHERE state = 'completed' AND result_published_at IS NULL ORDER BY updated_at LIMIT ?"

@@ -74,8 +74,9 @@ class SqlLedger:
         return event_from_row(row, self._load_json, self._load_time)
 
     def _get(self, db: Db, event_id: str, lock: bool = False) -> EventRecord | None:
-        row = db.execute(self.SQL.get_event + (self.row_lock if lock else ""),
-                         (event_id,)).fetchone()  # fmt: skip
+        row = db.execute(
+            self.SQL.get_event + (self.row_lock if lock else ""), (event_id,)
+        ).fetchone()
         return None if row is None else self._event(row)
 
     def _must_get(self, db: Db, event_id: str, lock: bool = False) -> EventRecord:
@@ -98,9 +99,18 @@ class SqlLedger:
     def _event_row(self, event: NewEvent) -> tuple[Any, ...]:
         received = self._time(event.received_at)
         until = None if event.lease_until is None else self._time(event.lease_until)
-        return (event.event_id, event.event_type, event.trans_code, self._json(event.payload),
-                event.payload_hash, event.business_key, received, received, event.lease_owner,
-                until)  # fmt: skip
+        return (
+            event.event_id,
+            event.event_type,
+            event.trans_code,
+            self._json(event.payload),
+            event.payload_hash,
+            event.business_key,
+            received,
+            received,
+            event.lease_owner,
+            until,
+        )
 
     def begin_event(self, event: NewEvent) -> Begin:
         row = self._event_row(event)
@@ -113,20 +123,22 @@ class SqlLedger:
                 return redelivery(record, self._holder(db, record.business_key))
             self._insert_keys(db, event.event_id, trace_keys(event.event_id, event.keys))
             key = event.business_key
-            if key is not None and not db.execute(self.SQL.claim_key,
-                                                  (key, event.event_id)).rowcount:  # fmt: skip
+            if (
+                key is not None
+                and not db.execute(self.SQL.claim_key, (key, event.event_id)).rowcount
+            ):
                 return duplicate(event.payload_hash, self._holder(db, key))
             return Begin("new", self._must_get(db, event.event_id))
 
-    def record_refused(self, event: NewEvent, outcome: str, result: dict,
-                       at: datetime) -> Begin:  # fmt: skip
+    def record_refused(self, event: NewEvent, outcome: str, result: dict, at: datetime) -> Begin:
         # One transaction: the event is never seen half-recorded (unfinished, to be swept).
         with self._write() as db:
             if not db.execute(self.SQL.insert_event, self._event_row(event)).rowcount:
                 return Begin("existing", self._must_get(db, event.event_id))
             self._insert_keys(db, event.event_id, trace_keys(event.event_id, event.keys))
-            db.execute(self.SQL.complete,
-                       (outcome, self._json(result), self._time(at), event.event_id))  # fmt: skip
+            db.execute(
+                self.SQL.complete, (outcome, self._json(result), self._time(at), event.event_id)
+            )
             return Begin("new", self._must_get(db, event.event_id))
 
     def get_event(self, event_id: str) -> EventRecord | None:
@@ -151,10 +163,16 @@ class SqlLedger:
                 self._must_get(db, event_id)  # completed: left alone; unknown: say so
 
     def complete_event(
-        self, event_id: str, outcome: str, result: dict, at: datetime, *,
-        keys: Mapping[str, str] | None = None, release_owner: str | None = None,
+        self,
+        event_id: str,
+        outcome: str,
+        result: dict,
+        at: datetime,
+        *,
+        keys: Mapping[str, str] | None = None,
+        release_owner: str | None = None,
         owner: str | None = None,
-    ) -> EventRecord:  # fmt: skip
+    ) -> EventRecord:
         params: tuple[Any, ...] = (outcome, self._json(result), self._time(at), event_id)
         statement = self.SQL.complete
         if owner is not None:
@@ -201,22 +219,26 @@ class SqlLedger:
                 self._hold_lease(db, event_id, state, at, owner, lease_until or at)
             try:
                 # fetchall: the statement runs to completion before the next one
-                rows = db.execute(self.SQL.insert_attempt + " RETURNING attempt_id",
-                                  params).fetchall()  # fmt: skip
+                rows = db.execute(
+                    self.SQL.insert_attempt + " RETURNING attempt_id", params
+                ).fetchall()
             except self.unique_violation as exc:
                 raise DuplicateSeqId(f"platformSeqId {platform_seq_id} already used") from exc
             if owner is None:
                 db.execute(self.SQL.set_state, (state.value, self._time(at), event_id))
             return int(rows[0]["attempt_id"])
 
-    def _hold_lease(self, db: Db, event_id: str, state: EventState, at: datetime, owner: str,
-                    until: datetime) -> None:  # fmt: skip
+    def _hold_lease(
+        self, db: Db, event_id: str, state: EventState, at: datetime, owner: str, until: datetime
+    ) -> None:
         now, later = self._time(at), self._time(until)
         params = (state.value, now, later, later, event_id, owner, now)
         if not db.execute(self.SQL.attempt_lease, params).rowcount:
             self._must_exist(db, event_id)
-            raise LeaseLost("no live lease on the event (taken over, expired or completed): "
-                            "the attempt was not recorded and nothing was sent")  # fmt: skip
+            raise LeaseLost(
+                "no live lease on the event (taken over, expired or completed): "
+                "the attempt was not recorded and nothing was sent"
+            )
 
     def finish_attempt(
         self,
@@ -235,8 +257,10 @@ class SqlLedger:
             if row["finished_at"] is not None:
                 raise ValueError(f"attempt {attempt_id} is already finished")
             duration_ms = (utc(at) - self._load_time(row["started_at"])) / _MS
-            db.execute(self.SQL.finish_attempt, (self._time(at), duration_ms, http_status,
-                                                 rt_code, outcome, error, attempt_id))
+            db.execute(
+                self.SQL.finish_attempt,
+                (self._time(at), duration_ms, http_status, rt_code, outcome, error, attempt_id),
+            )
 
     def attempts(self, event_id: str) -> list[AttemptRecord]:
         with self._read() as db:
@@ -290,10 +314,8 @@ class SqlLedger:
             rows = [(value, event_id, name) for name, value in pairs]
             db.executemany(self.SQL.insert_key, rows)
 
-    def _journal_entry(self, db: Db, event_id: str, at: datetime, kind: str,
-                       detail: dict) -> None:  # fmt: skip
-        db.execute(self.SQL.insert_journal,
-                   (event_id, self._time(at), kind, self._json(detail)))  # fmt: skip
+    def _journal_entry(self, db: Db, event_id: str, at: datetime, kind: str, detail: dict) -> None:
+        db.execute(self.SQL.insert_journal, (event_id, self._time(at), kind, self._json(detail)))
 
     def add_keys(self, event_id: str, keys: Mapping[str, str]) -> None:
         with self._write() as db:
@@ -319,8 +341,7 @@ class SqlLedger:
 
     # -- the inbound gateway ------------------------------------------------------------------
 
-    def remember_inbound_seq_id(self, platform_seq_id: str, trans_code: str,
-                                at: datetime) -> bool:  # fmt: skip
+    def remember_inbound_seq_id(self, platform_seq_id: str, trans_code: str, at: datetime) -> bool:
         return self._remember_inbound("seq_id", platform_seq_id, trans_code, at)
 
     def remember_inbound_event(self, event_id: str, trans_code: str, at: datetime) -> bool:

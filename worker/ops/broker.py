@@ -22,33 +22,25 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import Any
 
 import amqp
 import kombu
 from kombu.exceptions import OperationalError
 
-from ..errors import BrokerUnavailable, ConfigurationError
-from ..messages import Outgoing
-from ..topology import DEAD_LETTER_QUEUE
+from worker.broker.amqp_messages import to_amqp, to_queued
+from worker.broker.messages import Outgoing, QueuedMessage
+from worker.broker.topology import DEAD_LETTER_QUEUE
+from worker.errors import BrokerUnavailable, ConfigurationError
 
 #: failures of the connection itself: nothing was decided, try again later
 _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
-    OSError, EOFError, OperationalError, amqp.exceptions.ConnectionError,
+    OSError,
+    EOFError,
+    OperationalError,
+    amqp.exceptions.ConnectionError,
     amqp.exceptions.RecoverableConnectionError,
-)  # fmt: skip
-
-
-@dataclass(frozen=True)
-class QueuedMessage:
-    """One message taken (not yet acked) from the dead-letter queue."""
-
-    tag: int
-    body: bytes
-    routing_key: str
-    headers: dict[str, Any] = field(default_factory=dict)
-    properties: dict[str, Any] = field(default_factory=dict)
+)
 
 
 @contextmanager
@@ -69,9 +61,15 @@ def _converted(what: str) -> Iterator[None]:
 class DeadLetterQueue:
     """A short-lived connection for one operator command. Not thread-safe (py-amqp)."""
 
-    def __init__(self, url: str, *, queue: str = DEAD_LETTER_QUEUE,
-                 connect_timeout: float = 10.0, confirm_timeout: float = 10.0,
-                 settle_timeout: float = 5.0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        url: str,
+        *,
+        queue: str = DEAD_LETTER_QUEUE,
+        connect_timeout: float = 10.0,
+        confirm_timeout: float = 10.0,
+        settle_timeout: float = 5.0,
+    ) -> None:
         self.queue = queue
         self._confirm_timeout = confirm_timeout
         self._settle_timeout = settle_timeout
@@ -111,7 +109,7 @@ class DeadLetterQueue:
                 message = self._channel.basic_get(self.queue, no_ack=False)
                 if message is None:  # someone else took the rest meanwhile
                     break
-                taken.append(_queued(message))
+                taken.append(to_queued(message))
         return taken
 
     def ack(self, message: QueuedMessage) -> None:
@@ -154,10 +152,12 @@ class DeadLetterQueue:
         self._returned.clear()
         with _converted(f"publishing to {message.routing_key}"):
             self._channel.basic_publish_confirm(
-                _amqp_message(message), exchange=message.exchange,
-                routing_key=message.routing_key, mandatory=True,
+                to_amqp(message),
+                exchange=message.exchange,
+                routing_key=message.routing_key,
+                mandatory=True,
                 confirm_timeout=self._confirm_timeout,
-            )  # fmt: skip
+            )
         if self._returned:
             raise ConfigurationError(f"RabbitMQ could not route the message: {self._returned[0]}")
 
@@ -170,22 +170,3 @@ class DeadLetterQueue:
             self._conn.release()
         except _CONNECTION_ERRORS:
             pass  # already gone: RabbitMQ has requeued what we held
-
-
-def _queued(message: amqp.Message) -> QueuedMessage:
-    props = dict(message.properties)
-    headers = dict(props.pop("application_headers", None) or {})
-    body = message.body if isinstance(message.body, bytes) else str(message.body).encode()
-    info = message.delivery_info
-    return QueuedMessage(info["delivery_tag"], body, info.get("routing_key", ""), headers, props)
-
-
-def _amqp_message(message: Outgoing) -> amqp.Message:
-    props: dict[str, Any] = {
-        "content_type": message.content_type,
-        "delivery_mode": 2,  # persistent
-        "application_headers": dict(message.headers),
-    }
-    if message.message_id:
-        props["message_id"] = message.message_id
-    return amqp.Message(message.body, **props)

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from ..events import read_identity
-from ..topology import H_ATTEMPTS, H_ERROR, H_REASON, H_ROUTING_KEY, H_WORK_QUEUE
-from .broker import QueuedMessage
+from worker.broker.messages import QueuedMessage
+from worker.broker.topology import H_ATTEMPTS, H_ERROR, H_REASON, H_ROUTING_KEY, H_WORK_QUEUE
+from worker.contract.events import read_identity
 
 #: how many times this message's lineage was replayed (0: never); set by `dlq replay`, and
 #: carried through the worker's retries and dead-lettering because it copies headers over
@@ -70,7 +70,8 @@ def read_dead_letter(message: QueuedMessage) -> DeadLetter:
         message=message,
         event_id=event_id,
         event_type=body_type or routing_key or UNREADABLE,
-        reason=_text(headers.get(H_REASON)) or _text(headers.get("x-first-death-reason"))
+        reason=_text(headers.get(H_REASON))
+        or _text(headers.get("x-first-death-reason"))
         or "unknown",
         error=_text(headers.get(H_ERROR)) or _death_error(headers),
         attempts=_int(headers.get(H_ATTEMPTS)),
@@ -79,7 +80,7 @@ def read_dead_letter(message: QueuedMessage) -> DeadLetter:
         replays=_int(headers.get(H_REPLAYS)) or 0,
         fingerprint=fingerprint(message),
         dead_lettered_at=_death_time(headers, message.properties),
-    )  # fmt: skip
+    )
 
 
 def fingerprint(message: QueuedMessage) -> str:
@@ -118,11 +119,11 @@ def _death_routing_key(headers: dict[str, Any]) -> str | None:
 #: what RabbitMQ's own dead-letter reasons mean, for `dlq list` / `dlq show`
 _DEATH_REASONS = {
     "delivery_limit": "delivered more often than the queue's x-delivery-limit without an ack "
-                      "(the worker died or stalled on it each time)",
+    "(the worker died or stalled on it each time)",
     "rejected": "rejected without requeue (the worker could not even dead-letter it)",
     "expired": "its TTL expired",
     "maxlen": "the queue was over its length limit",
-}  # fmt: skip
+}
 
 
 def _death_error(headers: dict[str, Any]) -> str:
@@ -159,12 +160,15 @@ class Selection:
 
     def matches(self, letter: DeadLetter, dead_lettered_at: datetime | None) -> bool:
         """`dead_lettered_at`: the letter's own time, or the ledger's (the caller knows it)."""
-        return all((
-            not self.types or letter.event_type in self.types,
-            not self.reasons or letter.reason in self.reasons,
-            not self.ids or any(_names(letter, wanted) for wanted in self.ids),
-            self.since is None or (dead_lettered_at is not None and dead_lettered_at >= self.since),
-        ))  # fmt: skip
+        return all(
+            (
+                not self.types or letter.event_type in self.types,
+                not self.reasons or letter.reason in self.reasons,
+                not self.ids or any(_names(letter, wanted) for wanted in self.ids),
+                self.since is None
+                or (dead_lettered_at is not None and dead_lettered_at >= self.since),
+            )
+        )
 
 
 def _names(letter: DeadLetter, wanted: str) -> bool:

@@ -9,29 +9,50 @@ from __future__ import annotations
 import getpass
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Protocol
 
-from ..clock import Clock
-from ..errors import BrokerUnavailable, ConfigurationError
-from ..identifiers import event_id_or_none
-from ..ledger.base import AttemptRecord, EventRecord, JournalEntry, Ledger, open_ledger
-from ..logs import mask
-from ..settings import Settings
-from .broker import DeadLetterQueue
-from .dead_letters import DeadLetter, Group, Selection, by_event, group, read_dead_letter
+from worker.broker.messages import Outgoing, QueuedMessage
+from worker.clock import Clock
+from worker.contract.identifiers import event_id_or_none
+from worker.errors import BrokerUnavailable, ConfigurationError
+from worker.ledger import (
+    AttemptRecord,
+    EventRecord,
+    EventStore,
+    JournalEntry,
+    Ledger,
+    LedgerQueries,
+    open_ledger,
+)
+from worker.logs import mask
+from worker.ops.broker import DeadLetterQueue
+from worker.ops.dead_letters import DeadLetter, Group, Selection, by_event, group, read_dead_letter
+from worker.settings import Settings
 
 #: the journal kinds that make up the operations audit trail (`dlq history`)
 AUDIT_KINDS = ("replayed", "purged", "replay_duplicate_removed")
+
+
+class HeldQueue(Protocol):
+    """What a browse needs of the dead-letter queue: ops/broker.py's DeadLetterQueue on
+    RabbitMQ, ops/memory_dlq.py's on the in-memory broker (tests, the demo)."""
+
+    def browse(self, limit: int | None = None) -> list[QueuedMessage]: ...
+    def ack(self, message: QueuedMessage) -> None: ...
+    def release(self, messages: list[QueuedMessage]) -> None: ...
+    def queue_exists(self, name: str) -> bool: ...
+    def publish(self, message: Outgoing) -> None: ...
 
 
 @dataclass
 class Session:
     """One browse of the dead-letter queue; whatever is not acked goes back at the end."""
 
-    queue: DeadLetterQueue
+    queue: HeldQueue
     letters: list[DeadLetter]
     acked: set[int] = field(default_factory=set)
 
@@ -48,9 +69,13 @@ class Session:
 
 
 @contextmanager
-def browsing(settings: Settings) -> Iterator[Session]:
-    url = settings.broker_url.get_secret_value()
-    with DeadLetterQueue(url, confirm_timeout=settings.confirm_timeout_s) as queue:
+def browsing(settings: Settings, queue: HeldQueue | None = None) -> Iterator[Session]:
+    """`queue`: an open queue, which its caller closes; by default RabbitMQ's, per settings."""
+    with ExitStack() as opened:
+        if queue is None:
+            url = settings.broker_url.get_secret_value()
+            confirm_timeout = settings.confirm_timeout_s
+            queue = opened.enter_context(DeadLetterQueue(url, confirm_timeout=confirm_timeout))
         session = Session(queue, [read_dead_letter(m) for m in queue.browse()])
         try:
             yield session
@@ -62,9 +87,11 @@ def browsing(settings: Settings) -> Iterator[Session]:
 def opened_ledger(settings: Settings) -> Iterator[Ledger]:
     """The worker's ledger; a SQLite file that does not exist is a wrong URL, not a new ledger."""
     url = settings.ledger_url.get_secret_value()
-    if url.lower().startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).exists():
-        raise ConfigurationError(f"no ledger file at {url[len('sqlite:///'):]}: check "
-                                 "HUIMIN_LEDGER_URL (the worker's own ledger)")  # fmt: skip
+    if url.lower().startswith("sqlite:///") and not Path(url[len("sqlite:///") :]).exists():
+        raise ConfigurationError(
+            f"no ledger file at {url[len('sqlite:///') :]}: check "
+            "HUIMIN_LEDGER_URL (the worker's own ledger)"
+        )
     ledger = open_ledger(url)
     try:
         ledger.migrate()  # additive and idempotent; a newer tool may bring an index
@@ -80,7 +107,7 @@ def default_operator() -> str:
         return f"uid:{os.getuid()}"
 
 
-def dead_lettered_at(letter: DeadLetter, ledger: Ledger | None) -> datetime | None:
+def dead_lettered_at(letter: DeadLetter, ledger: EventStore | None) -> datetime | None:
     """RabbitMQ's own time (x-death) if it dead-lettered it, else the ledger's last change."""
     if letter.dead_lettered_at is not None or ledger is None or letter.event_id is None:
         return letter.dead_lettered_at
@@ -88,8 +115,9 @@ def dead_lettered_at(letter: DeadLetter, ledger: Ledger | None) -> datetime | No
     return None if record is None else record.updated_at
 
 
-def select(letters: list[DeadLetter], selection: Selection,
-           ledger: Ledger | None) -> list[DeadLetter]:  # fmt: skip
+def select(
+    letters: list[DeadLetter], selection: Selection, ledger: EventStore | None
+) -> list[DeadLetter]:
     def when(letter: DeadLetter) -> datetime | None:
         return dead_lettered_at(letter, ledger) if selection.since is not None else None
 
@@ -109,9 +137,13 @@ class Listing:
         return group(self.selected)
 
 
-def list_dead_letters(settings: Settings, selection: Selection,
-                      ledger: Ledger | None = None) -> Listing:  # fmt: skip
-    with browsing(settings) as session:
+def list_dead_letters(
+    settings: Settings,
+    selection: Selection,
+    ledger: EventStore | None = None,
+    queue: HeldQueue | None = None,
+) -> Listing:
+    with browsing(settings, queue) as session:
         return Listing(len(session.letters), select(session.letters, selection, ledger))
 
 
@@ -135,8 +167,9 @@ class ShowReport:
 
 
 def ledger_view(ledger: Ledger, event_id: str) -> EventView:
-    return EventView(ledger.get_event(event_id), ledger.attempts(event_id),
-                     ledger.journal(event_id))  # fmt: skip
+    return EventView(
+        ledger.get_event(event_id), ledger.attempts(event_id), ledger.journal(event_id)
+    )
 
 
 def show(settings: Settings, ledger: Ledger, event_id: str) -> ShowReport:
@@ -155,8 +188,15 @@ class Purged:
     journaled: bool  # the ledger's journal recorded the purge (always, once confirmed)
 
 
-def purge(settings: Settings, ledger: Ledger, selection: Selection, *, operator: str,
-          confirmed: bool, clock: Clock) -> list[Purged]:  # fmt: skip
+def purge(
+    settings: Settings,
+    ledger: EventStore,
+    selection: Selection,
+    *,
+    operator: str,
+    confirmed: bool,
+    clock: Clock,
+) -> list[Purged]:
     """Remove the selected dead letters (only with `confirmed`; else just say which)."""
     if not selection.explicit:
         raise ValueError("purge needs a filter (--type, --reason, --id, --since) or --all")
@@ -167,8 +207,9 @@ def purge(settings: Settings, ledger: Ledger, selection: Selection, *, operator:
         return [_purge_one(session, ledger, letter, operator, clock) for letter in chosen]
 
 
-def _purge_one(session: Session, ledger: Ledger, letter: DeadLetter, operator: str,
-               clock: Clock) -> Purged:  # fmt: skip
+def _purge_one(
+    session: Session, ledger: EventStore, letter: DeadLetter, operator: str, clock: Clock
+) -> Purged:
     # journal first: a crash before the ack leaves the message AND the audit line
     ledger.record(journal_id(letter), "purged", purge_detail(letter, operator), clock())
     session.ack(letter)
@@ -185,16 +226,20 @@ def journal_id(letter: DeadLetter) -> str:
 
 def purge_detail(letter: DeadLetter, operator: str) -> dict:
     return {
-        "message": letter.fingerprint, "key": letter.key, "operator": operator,
+        "message": letter.fingerprint,
+        "key": letter.key,
+        "operator": operator,
         "type": letter.event_type,
-        "reason": letter.reason, "error": mask(letter.error)[:300], "attempts": letter.attempts,
-    }  # fmt: skip
+        "reason": letter.reason,
+        "error": mask(letter.error)[:300],
+        "attempts": letter.attempts,
+    }
 
 
 # --- history -------------------------------------------------------------------------------------
 
 
-def history(ledger: Ledger, since: datetime | None, limit: int) -> list[JournalEntry]:
+def history(ledger: LedgerQueries, since: datetime | None, limit: int) -> list[JournalEntry]:
     """Who replayed and purged what, newest first."""
     entries = [e for kind in AUDIT_KINDS for e in ledger.journal_by_kind(kind, since, limit)]
     entries.sort(key=lambda e: (e.at, e.entry_id), reverse=True)

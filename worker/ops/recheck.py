@@ -1,4 +1,4 @@
-"""`huimin-worker reconcile EVENT_ID`: ask the platform again about an outcome left `unknown`.
+"""`huimin-worker recheck EVENT_ID`: ask the platform again about an outcome left `unknown`.
 
 A money call whose status queries all failed was published `unknown` for a person to look at.
 Once the platform answers again, the on-call engineer re-checks it: the event is reopened in
@@ -16,17 +16,19 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from ..clock import Clock
-from ..errors import ConfigurationError
-from ..events import EVENT_TYPES
-from ..ledger.base import EventRecord, EventState, Ledger
-from ..messages import Outgoing
-from ..topology import H_ROUTING_KEY, work_queue_for
-from .broker import DeadLetterQueue
+from worker.broker.messages import Outgoing
+from worker.broker.topology import H_ROUTING_KEY, work_queue_for
+from worker.clock import Clock
+from worker.contract.events import EVENT_TYPES
+from worker.errors import ConfigurationError, GiveUp
+from worker.ledger.base import EventRecord, EventState, Ledger
+from worker.ops.broker import DeadLetterQueue
 
 
-class RecheckRefused(Exception):
+class RecheckRefused(GiveUp):
     """The event cannot be re-checked; the message says why."""
+
+    reason = "recheck_refused"
 
 
 @dataclass(frozen=True)
@@ -36,15 +38,18 @@ class Recheck:
     work_queue: str
 
 
-def recheck(ledger: Ledger, queue: DeadLetterQueue, event_id: str, *, operator: str,
-            clock: Clock) -> Recheck:  # fmt: skip
+def recheck(
+    ledger: Ledger, queue: DeadLetterQueue, event_id: str, *, operator: str, clock: Clock
+) -> Recheck:
     """Reopen an `unknown` event and queue it for the worker; RecheckRefused otherwise."""
     record = _unknown_event(ledger, event_id)
     work_queue = work_queue_for(record.event_type)
     assert work_queue is not None  # _unknown_event checked the type
     if not queue.queue_exists(work_queue):
-        raise ConfigurationError(f"work queue {work_queue} does not exist on this vhost: "
-                                 "start the worker once (it declares its queues)")
+        raise ConfigurationError(
+            f"work queue {work_queue} does not exist on this vhost: "
+            "start the worker once (it declares its queues)"
+        )
     now = clock()
     ledger.reopen_event(event_id, now, {"by": "reconcile", "operator": operator})
     ledger.record(event_id, "reconcile_requested", {"operator": operator}, now)
@@ -58,8 +63,10 @@ def _unknown_event(ledger: Ledger, event_id: str) -> EventRecord:
         raise RecheckRefused(f"the ledger has no event {event_id}")
     if record.state is not EventState.COMPLETED or record.outcome != "unknown":
         state = record.outcome or record.state.value
-        raise RecheckRefused(f"event {event_id} is {state}: only an `unknown` outcome is "
-                             "re-checked (an unfinished event is still being worked on)")
+        raise RecheckRefused(
+            f"event {event_id} is {state}: only an `unknown` outcome is "
+            "re-checked (an unfinished event is still being worked on)"
+        )
     if record.event_type not in EVENT_TYPES:
         raise RecheckRefused(f"event {event_id} has no work queue (type {record.event_type})")
     return record

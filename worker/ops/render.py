@@ -10,8 +10,8 @@ import json
 from datetime import datetime
 from typing import Any
 
-from ..clock import CHINA_TZ
-from ..logs import mask
+from worker.clock import CHINA_TZ
+from worker.logs import mask
 
 #: integers this long may be id or phone numbers written without quotes
 _LONG_NUMBER_DIGITS = 11

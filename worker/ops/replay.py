@@ -2,7 +2,7 @@
 
 For each selected message:
 
-    1. re-validate it through the worker's own intake path (worker/intake.py); an event still
+    1. re-validate it through the worker's own intake path (pipeline/intake.py); an event still
        invalid stays in the dead-letter queue, with the reason printed;
     2. check the ledger: a message already replayed is never published again (below); an event
        recorded as invalid, or under the same eventId with another payload, is refused;
@@ -32,15 +32,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from .. import events as ev
-from .. import intake
-from ..clock import Clock
-from ..errors import ConfigurationError, InvalidEvent
-from ..ledger.base import EventRecord, EventState, Ledger
-from ..logs import mask
-from ..messages import Outgoing, without_broker_headers
-from ..settings import Settings
-from ..topology import (
+from worker.broker.messages import Outgoing, without_broker_headers
+from worker.broker.topology import (
     H_ATTEMPTS,
     H_ERROR,
     H_HANDLER_ERRORS,
@@ -50,8 +43,15 @@ from ..topology import (
     H_WORK_QUEUE,
     work_queue_name,
 )
-from .dead_letters import H_REPLAYED_BY, H_REPLAYS, DeadLetter, Selection
-from .dlq import Session, browsing, select
+from worker.clock import Clock
+from worker.contract import events as ev
+from worker.errors import ConfigurationError, InvalidEvent
+from worker.ledger.base import EventRecord, EventState, Ledger
+from worker.logs import mask
+from worker.ops.dead_letters import H_REPLAYED_BY, H_REPLAYS, DeadLetter, Selection
+from worker.ops.dlq import Session, browsing, select
+from worker.pipeline import intake
+from worker.settings import Settings
 
 ReplayStatus = Literal[
     "replayed", "would_replay", "invalid", "refused", "in_doubt", "duplicate_removed"
@@ -102,8 +102,13 @@ class Target:
 class Pacer:
     """At most `rate_per_s` publishes per second, evenly spaced."""
 
-    def __init__(self, rate_per_s: float, *, sleep: Callable[[float], None] = time.sleep,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+    def __init__(
+        self,
+        rate_per_s: float,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         if rate_per_s <= 0:
             raise ValueError("the replay rate must be positive")
         self.interval, self.sleep, self.monotonic = 1.0 / rate_per_s, sleep, monotonic
@@ -117,8 +122,14 @@ class Pacer:
         self.next_at = now + self.interval
 
 
-def replay(settings: Settings, ledger: Ledger, options: ReplayOptions, *, clock: Clock,
-           pacer: Pacer | None = None) -> list[ReplayLine]:  # fmt: skip
+def replay(
+    settings: Settings,
+    ledger: Ledger,
+    options: ReplayOptions,
+    *,
+    clock: Clock,
+    pacer: Pacer | None = None,
+) -> list[ReplayLine]:
     pacer = pacer or Pacer(options.rate_per_s)
     with browsing(settings) as session:
         replayer = Replayer(settings, ledger, session, options, clock, pacer)
@@ -126,8 +137,15 @@ def replay(settings: Settings, ledger: Ledger, options: ReplayOptions, *, clock:
 
 
 class Replayer:
-    def __init__(self, settings: Settings, ledger: Ledger, session: Session,
-                 options: ReplayOptions, clock: Clock, pacer: Pacer) -> None:  # fmt: skip
+    def __init__(
+        self,
+        settings: Settings,
+        ledger: Ledger,
+        session: Session,
+        options: ReplayOptions,
+        clock: Clock,
+        pacer: Pacer,
+    ) -> None:
         self.settings, self.ledger, self.session = settings, ledger, session
         self.options, self.clock, self.pacer = options, clock, pacer
         self._known_queues: set[str] = set()
@@ -161,25 +179,39 @@ class Replayer:
         return self._replay(letter, target, action)
 
     def _earlier_replay(self, letter: DeadLetter, target: Target) -> ReplayLine | None:
-        kinds = {e.kind for e in self.ledger.journal(target.event_id)
-                 if e.detail.get("message") == letter.fingerprint}  # fmt: skip
+        kinds = {
+            e.kind
+            for e in self.ledger.journal(target.event_id)
+            if e.detail.get("message") == letter.fingerprint
+        }
         if "replay_published" in kinds:
             return self._duplicate(letter, target)
         if "replayed" in kinds:
-            return ReplayLine(letter, "in_doubt", "a replay of this very message started but "
-                              "its publish was never confirmed: not replayed again; check "
-                              f"`trace {target.event_id}`, then `dlq purge --id "
-                              f"{letter.label} --yes`")  # fmt: skip
+            return ReplayLine(
+                letter,
+                "in_doubt",
+                "a replay of this very message started but "
+                "its publish was never confirmed: not replayed again; check "
+                f"`trace {target.event_id}`, then `dlq purge --id "
+                f"{letter.label} --yes`",
+            )
         return None
 
     def _duplicate(self, letter: DeadLetter, target: Target) -> ReplayLine:
         """Replayed and confirmed, but the tool stopped before its ack: only a leftover."""
         if self.options.dry_run:
-            return ReplayLine(letter, "duplicate_removed", "already replayed and confirmed: "
-                              "this leftover copy would be removed, not replayed")  # fmt: skip
+            return ReplayLine(
+                letter,
+                "duplicate_removed",
+                "already replayed and confirmed: this leftover copy would be removed, not replayed",
+            )
         self._remove_duplicate(letter, target)
-        return ReplayLine(letter, "duplicate_removed", "already replayed and confirmed (the "
-                          "tool stopped before its ack): this leftover copy removed")  # fmt: skip
+        return ReplayLine(
+            letter,
+            "duplicate_removed",
+            "already replayed and confirmed (the "
+            "tool stopped before its ack): this leftover copy removed",
+        )
 
     def _remove_duplicate(self, letter: DeadLetter, target: Target) -> None:
         detail = {"message": letter.fingerprint, "operator": self.options.operator}
@@ -193,16 +225,19 @@ class Replayer:
         marker = marker_detail(letter, target, action, self.options.operator)
         self.ledger.record(target.event_id, "replayed", marker, self.clock())
         self.session.queue.publish(replay_message(letter, target, self.options.operator))
-        self.ledger.record(target.event_id, "replay_published",
-                           {"message": letter.fingerprint}, self.clock())  # fmt: skip
+        self.ledger.record(
+            target.event_id, "replay_published", {"message": letter.fingerprint}, self.clock()
+        )
         self.session.ack(letter)
         return ReplayLine(letter, "replayed", ACTION_TEXT[action], target.work_queue)
 
     def _check_queue(self, name: str) -> None:
         if name not in self._known_queues:
             if not self.session.queue.queue_exists(name):
-                raise ConfigurationError(f"work queue {name} does not exist on this vhost: "
-                                         "start the worker once (it declares its queues)")
+                raise ConfigurationError(
+                    f"work queue {name} does not exist on this vhost: "
+                    "start the worker once (it declares its queues)"
+                )
             self._known_queues.add(name)
 
     def _prepare_ledger(self, target: Target, action: LedgerAction, letter: DeadLetter) -> None:
@@ -210,8 +245,11 @@ class Replayer:
         if action == "record":
             self.ledger.begin_event(intake.new_event(target.prepared, now))
         elif action == "reopen":
-            note = {"by": "dlq replay", "operator": self.options.operator,
-                    "message": letter.fingerprint}  # fmt: skip
+            note = {
+                "by": "dlq replay",
+                "operator": self.options.operator,
+                "message": letter.fingerprint,
+            }
             self.ledger.reopen_event(target.event_id, now, note)
 
 
@@ -234,11 +272,15 @@ def refusal_for(record: EventRecord | None, target: Target) -> str | None:
     if record is None:
         return None
     if record.payload_hash == INVALID_HASH:
-        return ("the worker recorded this eventId as invalid, so the ledger holds no "
-                "idempotency key for it: ask the HIS to send it again under a new eventId")
+        return (
+            "the worker recorded this eventId as invalid, so the ledger holds no "
+            "idempotency key for it: ask the HIS to send it again under a new eventId"
+        )
     if record.payload_hash != target.prepared.payload_hash:
-        return ("the ledger holds this eventId with a different payload: replaying it could "
-                "run another transaction under the same id")
+        return (
+            "the ledger holds this eventId with a different payload: replaying it could "
+            "run another transaction under the same id"
+        )
     return None
 
 
@@ -252,19 +294,28 @@ def ledger_action(record: EventRecord | None) -> LedgerAction:
 
 def marker_detail(letter: DeadLetter, target: Target, action: str, operator: str) -> dict:
     return {
-        "message": letter.fingerprint, "operator": operator, "reason": letter.reason,
-        "error": mask(letter.error)[:300], "attempts": letter.attempts,
-        "generation": letter.replays + 1, "workQueue": target.work_queue, "ledger": action,
-    }  # fmt: skip
+        "message": letter.fingerprint,
+        "operator": operator,
+        "reason": letter.reason,
+        "error": mask(letter.error)[:300],
+        "attempts": letter.attempts,
+        "generation": letter.replays + 1,
+        "workQueue": target.work_queue,
+        "ledger": action,
+    }
 
 
 def replay_message(letter: DeadLetter, target: Target, operator: str) -> Outgoing:
-    kept = {k: v for k, v in without_broker_headers(letter.message.headers).items()
-            if k not in _DROPPED}  # fmt: skip
-    headers = {**kept, H_ROUTING_KEY: target.routing_key, H_REPLAYS: letter.replays + 1,
-               H_REPLAYED_BY: operator}  # fmt: skip
-    return Outgoing("", target.work_queue, letter.message.body, headers,
-                    message_id=target.event_id)  # fmt: skip
+    kept = {
+        k: v for k, v in without_broker_headers(letter.message.headers).items() if k not in _DROPPED
+    }
+    headers = {
+        **kept,
+        H_ROUTING_KEY: target.routing_key,
+        H_REPLAYS: letter.replays + 1,
+        H_REPLAYED_BY: operator,
+    }
+    return Outgoing("", target.work_queue, letter.message.body, headers, message_id=target.event_id)
 
 
 def _why(exc: InvalidEvent) -> str:
