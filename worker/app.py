@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import signal
 import socket
 import threading
@@ -30,6 +31,7 @@ from worker.pipeline.sweeper import Sweeper, parker
 from worker.platform.attempts import Attempt, ClientObserver
 from worker.platform.client import PlatformClient
 from worker.platform.http import build_download_transport
+from worker.protocol import envelope
 from worker.retry import RetryPolicy
 from worker.settings import Settings, insecure_transport
 from worker.statement.job import StatementJob
@@ -97,6 +99,7 @@ def build_worker(
         clock=clock,
         observer=_ClientObservers(metrics, client_observer),
         policy=policy,
+        seq_ids=envelope.seq_ids_from(random.Random()),  # no syscall per attempt
     )
     topology = topology_for(policy)
     processor = Processor(

@@ -8,9 +8,10 @@ Dead-letter tooling and trace (`huimin-worker dlq ...`, `huimin-worker trace KEY
     replay        replay dead letters to their work queues, at most once per message
     trace         an event's timeline from the ledger
     render        masking personal data and formatting for the terminal
+    recheck       ask the platform again about an outcome left `unknown` (`recheck EVENT_ID`)
+    memory_dlq    the dead-letter queue of the in-memory broker, for the demo and tests
 
-Statement reconciliation (`statement_recon`, ...): the platform's daily statement against the
-ledger.
+The daily statement's reconciliation lives in worker/statement/.
 
 The CLI modules only parse arguments and print; everything here takes its Settings, ledger and
 clock explicitly.

@@ -33,7 +33,7 @@ from worker.broker.topology import H_RETRY, H_ROUTING_KEY, Topology
 from worker.clock import Clock
 from worker.contract import events as ev
 from worker.contract.identifiers import printable
-from worker.contract.results import Outcome, Result, build_result
+from worker.contract.results import Outcome, Result, build_result, new_result_id
 from worker.errors import (
     FieldError,
     GiveUp,
@@ -96,6 +96,9 @@ class Processor:
         self.clock = clock
         self.owner = owner
         self.rng = rng or random.Random()
+        # resultIds: apart from `rng` (tests fix that one's seed; two processors seeded alike
+        # must still never give two events one resultId)
+        self._result_ids = random.Random()
         self.rules = rules
         self.refusals = Refusals(ledger, clock, self.rules, self._publish_result)
         self.lease = policy.lease()
@@ -342,6 +345,7 @@ class Processor:
             rt_msg=rt_msg,
             data=data,
             errors=errors,
+            result_id=new_result_id(self._result_ids),
         )
         stored = self.ledger.complete_event(
             ctx.event_id,

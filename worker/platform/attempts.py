@@ -1,7 +1,8 @@
 """What one platform call reports: its attempts, its reply, and the hooks that watch it.
 
-Shared by the client (client.py), the ledger recorder (reconcile.py) and the metrics; kept
-apart from the client so that readers of a reply need not import the HTTP machinery.
+Shared by the client (client.py), the ledger recorder (pipeline/money_calls.py) and the
+metrics; kept apart from the client so that readers of a reply need not import the HTTP
+machinery.
 """
 
 from __future__ import annotations

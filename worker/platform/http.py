@@ -310,7 +310,7 @@ def _timeouts(request: httpx.Request) -> dict[str, float | None]:
 
 def build_transport(settings: Settings) -> httpx.BaseTransport:
     """Platform calls: TLS verification on unless explicitly disabled, and a keep-alive
-    connection for every handler thread (http_transport.py says why not httpcore)."""
+    connection for every handler thread (this module's docstring says why not httpcore)."""
     return StdlibTransport(ssl_context=tls_context(settings), max_idle=settings.concurrency + 4)
 
 

@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import hmac
 import json
+import random
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from functools import cached_property
@@ -139,6 +140,15 @@ class OpenedResponse:
 def new_seq_id() -> str:
     """A fresh platformSeqId: 32 uppercase hex characters (spec: unique, 10-40 alphanumerics)."""
     return uuid.uuid4().hex.upper()
+
+
+def seq_ids_from(rng: random.Random) -> Callable[[], str]:
+    """platformSeqIds drawn from `rng`: 128 random bits each, like `new_seq_id`, without its
+    getrandom syscall per id (uuid4 reads os.urandom every time; a worker draws one per
+    attempt). Give it a `random.Random()`, which seeds itself from os.urandom once, so
+    replicas never share a sequence. The id needs to be unique, not secret: it is a nonce the
+    signature covers, and the platform refuses a repeated one (4008)."""
+    return lambda: f"{rng.getrandbits(128):032X}"
 
 
 # --- serialising and signing ----------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Statement reconciliation, the pure core: the platform's daily statement against the ledger.
 
-No I/O and no clock: `statement_job.py` fetches the statement, reads the ledger and runs the
+No I/O and no clock: `job.py` fetches the statement, reads the ledger and runs the
 status queries, then hands plain values to the functions here.
 
     reconcile(statement rows, ledger orders) -> [Discrepancy]     the three-way comparison
