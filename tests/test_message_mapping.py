@@ -22,12 +22,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from worker.broker.amqp import AmqpTransport
-from worker.broker.amqp_messages import encodable, to_delivery, to_queued
+from worker.broker.amqp_messages import encodable, to_amqp, to_delivery, to_queued
 from worker.broker.declaring import declare_topology
 from worker.broker.messages import Delivery, Outgoing, QueuedMessage, without_broker_headers
 from worker.broker.result_message import result_message
 from worker.broker.topology import RESULTS_EXCHANGE, Exchange, Queue, build_topology
 from worker.contract.results import Outcome, build_result, result_body
+from worker.gateway.events import Handoff
+from worker.gateway.publisher import DIRECT_REPLY_TO, handoff_message
 from worker.ops.broker import DeadLetterQueue
 
 _short_text = st.text(max_size=40)  # shortstr properties: at most 255 bytes in UTF-8
@@ -49,6 +51,8 @@ outgoing_messages = st.builds(
     correlation_id=st.none() | _short_text,
     expiration_ms=st.none() | st.integers(0, 10**9),
     content_type=st.sampled_from(["application/json", "text/plain"]),
+    reply_to=st.none() | _short_text,
+    type=st.none() | _short_text,
 )
 
 
@@ -80,6 +84,10 @@ def expected_properties(message: Outgoing) -> dict[str, Any]:
         props["correlation_id"] = message.correlation_id
     if message.expiration_ms is not None:
         props["expiration"] = str(message.expiration_ms)
+    if message.reply_to:
+        props["reply_to"] = message.reply_to
+    if message.type:
+        props["type"] = message.type
     return props
 
 
@@ -263,3 +271,13 @@ def test_a_topology_is_declared_exchanges_first_then_each_queue_before_its_bindi
     assert sum(c[0] == "bind" for c in recorder.calls) == sum(
         len(q.bindings) for q in topology.queues
     )
+
+
+def test_a_gateway_hand_off_goes_through_the_same_mapper_with_its_reply_address() -> None:
+    visits = Handoff("evt-visits-0001", "platform.visits.requested", "HIS00003", b"{}", True)
+    asked = to_amqp(handoff_message(visits, correlation_id="c-1")).properties
+    told = to_amqp(handoff_message(visits)).properties
+
+    assert asked["reply_to"] == DIRECT_REPLY_TO and asked["correlation_id"] == "c-1"
+    assert asked["type"] == told["type"] == "platform.visits.requested"
+    assert told["message_id"] == "evt-visits-0001" and "reply_to" not in told

@@ -39,6 +39,10 @@ def to_amqp(message: Outgoing) -> amqp.Message:
         props["correlation_id"] = message.correlation_id
     if message.expiration_ms is not None:
         props["expiration"] = str(message.expiration_ms)  # AMQP carries it as a string
+    if message.reply_to:
+        props["reply_to"] = message.reply_to
+    if message.type:
+        props["type"] = message.type
     return amqp.Message(message.body, **props)
 
 

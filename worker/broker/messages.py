@@ -37,6 +37,10 @@ class Outgoing:
     correlation_id: str | None = None
     expiration_ms: int | None = None
     content_type: str = "application/json"
+    #: where the consumer's answer goes (the gateway's direct reply-to for HIS00003)
+    reply_to: str | None = None
+    #: the AMQP `type` property (the gateway sets it to the routing key)
+    type: str | None = None
 
 
 @dataclass(frozen=True)

@@ -190,7 +190,13 @@ def messages() -> Schema:
                 "location": "$message.payload#/eventId",
                 "description": "eventId, also the AMQP message_id.",
             },
-            "bindings": {"amqp": {"messageType": event_type, "bindingVersion": AMQP}},
+            "bindings": {
+                "amqp": {
+                    "contentEncoding": "utf-8",
+                    "messageType": event_type,
+                    "bindingVersion": AMQP,
+                }
+            },
         }
     found["platformVisitsReply"] = {
         "name": "visits-reply",

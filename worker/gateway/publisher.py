@@ -39,6 +39,7 @@ import amqp
 import kombu
 
 from worker.broker.amqp import CONNECTION_ERRORS
+from worker.broker.amqp_messages import to_amqp
 from worker.broker.memory import MemoryBroker
 from worker.broker.messages import Outgoing
 from worker.broker.topology import Exchange, Topology
@@ -48,6 +49,21 @@ from worker.gateway.events import PLATFORM_EXCHANGE, Handoff
 DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
 T = TypeVar("T")
 _FAILURES: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, amqp.exceptions.MessageNacked)
+
+
+def handoff_message(message: Handoff, correlation_id: str | None = None) -> Outgoing:
+    """The platform.events message for a hand-off, on RabbitMQ and in memory alike: the
+    eventId as message_id, the routing key as the AMQP `type` too; with `correlation_id`, a
+    question whose answer comes back on the direct reply-to."""
+    return Outgoing(
+        PLATFORM_EXCHANGE,
+        message.routing_key,
+        message.body,
+        message_id=message.event_id,
+        correlation_id=correlation_id,
+        reply_to=DIRECT_REPLY_TO if correlation_id is not None else None,
+        type=message.routing_key,
+    )
 
 
 class _StaleLink(BrokerUnavailable):
@@ -96,17 +112,9 @@ class _Link:
     def publish(
         self, message: Handoff, confirm_timeout_s: float, correlation_id: str | None = None
     ) -> None:
-        props: dict[str, Any] = {
-            "content_type": "application/json",
-            "delivery_mode": 2,
-            "message_id": message.event_id,
-            "type": message.routing_key,
-        }
-        if correlation_id is not None:
-            props.update(reply_to=DIRECT_REPLY_TO, correlation_id=correlation_id)
         self.returned = False
         self.channel.basic_publish_confirm(
-            amqp.Message(message.body, **props),
+            to_amqp(handoff_message(message, correlation_id)),
             exchange=PLATFORM_EXCHANGE,
             routing_key=message.routing_key,
             mandatory=True,
@@ -235,11 +243,7 @@ class MemoryPublisher:
 
     def publish(self, message: Handoff) -> None:
         self._check()
-        self._broker.publish(
-            Outgoing(
-                PLATFORM_EXCHANGE, message.routing_key, message.body, message_id=message.event_id
-            )
-        )
+        self._broker.publish(handoff_message(message))
 
     def request(self, message: Handoff, timeout_s: float) -> bytes | None:
         self.publish(message)
