@@ -30,8 +30,9 @@ from worker.clock import FixedClock
 from worker.contract import events as ev
 from worker.contract.results import Outcome
 from worker.errors import HuiminError, OutcomeUnknown, PlatformRejected, PlatformUnavailable
-from worker.ledger import Ledger, NewEvent, open_ledger
+from worker.ledger import Ledger, open_ledger
 from worker.metrics import WorkerMetrics
+from worker.pipeline.intake import new_event
 from worker.pipeline.money_calls import MoneyCall
 from worker.platform.client import PlatformClient
 from worker.protocol import answers, envelope
@@ -276,20 +277,7 @@ def _prepared(order_id: str) -> ev.PreparedEvent:
 
 
 def _record(ledger: Ledger, prepared: ev.PreparedEvent) -> None:
-    ledger.begin_event(
-        NewEvent(
-            prepared.event.eventId,
-            prepared.event.type,
-            prepared.trans_code,
-            prepared.event.model_dump(mode="json"),
-            prepared.payload_hash,
-            prepared.business_key,
-            prepared.keys,
-            T0,
-            lease_owner="w1",
-            lease_until=T0 + timedelta(minutes=5),
-        )
-    )
+    ledger.begin_event(new_event(prepared, T0, owner="w1", lease_until=T0 + timedelta(minutes=5)))
 
 
 def _answer_for(order_id: str, status: str = "02") -> dict[str, Any]:

@@ -37,7 +37,8 @@ from tests.platform_fakes import CREDS, signed
 from tests.platform_fakes import settings as platform_settings
 from worker.clock import FixedClock
 from worker.contract import events as ev
-from worker.ledger import EventState, Ledger, NewEvent, open_ledger
+from worker.ledger import EventState, Ledger, open_ledger
+from worker.pipeline.intake import new_event
 from worker.pipeline.money_calls import MoneyCall
 from worker.platform.client import PlatformClient
 from worker.protocol import envelope
@@ -217,18 +218,7 @@ def _world(directory: str, data: Any) -> World:
     ledger = open_ledger(f"sqlite:///{Path(directory) / 'ledger.db'}")
     ledger.migrate()
     prepared = _prepared()
-    ledger.begin_event(
-        NewEvent(
-            prepared.event.eventId,
-            prepared.event.type,
-            prepared.trans_code,
-            prepared.event.model_dump(mode="json"),
-            prepared.payload_hash,
-            prepared.business_key,
-            prepared.keys,
-            T0,
-        )
-    )
+    ledger.begin_event(new_event(prepared, T0))
     return World(ledger, prepared, data)
 
 

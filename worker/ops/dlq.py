@@ -2,6 +2,8 @@
 
 Every command browses the queue (broker.py: a snapshot held unacked, then given back), so
 listing and showing never lose or reorder-away a message; purge acks only what it removed.
+Each takes an optional open `queue` (HeldQueue: memory_dlq.py's on the in-memory broker);
+without one it opens RabbitMQ's per settings.
 """
 
 from __future__ import annotations
@@ -172,8 +174,10 @@ def ledger_view(ledger: Ledger, event_id: str) -> EventView:
     )
 
 
-def show(settings: Settings, ledger: Ledger, event_id: str) -> ShowReport:
-    with browsing(settings) as session:
+def show(
+    settings: Settings, ledger: Ledger, event_id: str, queue: HeldQueue | None = None
+) -> ShowReport:
+    with browsing(settings, queue) as session:
         letters = by_event(session.letters, event_id)
     own_id = next((x.event_id for x in letters if x.event_id), event_id)
     return ShowReport(own_id, letters, ledger_view(ledger, own_id))
@@ -196,11 +200,12 @@ def purge(
     operator: str,
     confirmed: bool,
     clock: Clock,
+    queue: HeldQueue | None = None,
 ) -> list[Purged]:
     """Remove the selected dead letters (only with `confirmed`; else just say which)."""
     if not selection.explicit:
         raise ValueError("purge needs a filter (--type, --reason, --id, --since) or --all")
-    with browsing(settings) as session:
+    with browsing(settings, queue) as session:
         chosen = select(session.letters, selection, ledger)
         if not confirmed:
             return [Purged(letter, journaled=False) for letter in chosen]

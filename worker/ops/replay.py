@@ -49,7 +49,7 @@ from worker.errors import ConfigurationError, InvalidEvent
 from worker.ledger.base import EventRecord, EventState, Ledger
 from worker.logs import mask
 from worker.ops.dead_letters import H_REPLAYED_BY, H_REPLAYS, DeadLetter, Selection
-from worker.ops.dlq import Session, browsing, select
+from worker.ops.dlq import HeldQueue, Session, browsing, select
 from worker.pipeline import intake
 from worker.settings import Settings
 
@@ -129,9 +129,11 @@ def replay(
     *,
     clock: Clock,
     pacer: Pacer | None = None,
+    queue: HeldQueue | None = None,
 ) -> list[ReplayLine]:
+    """`queue`: an open dead-letter queue (its caller closes it); by default RabbitMQ's."""
     pacer = pacer or Pacer(options.rate_per_s)
-    with browsing(settings) as session:
+    with browsing(settings, queue) as session:
         replayer = Replayer(settings, ledger, session, options, clock, pacer)
         return replayer.run(select(session.letters, options.selection, ledger))
 
