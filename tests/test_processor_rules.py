@@ -192,6 +192,26 @@ def test_a_second_delivery_republishes_the_stored_result_without_calling_the_pla
     assert [e.kind for e in rig.ledger.journal("evt-payment")].count("duplicate") == 1
 
 
+def test_a_second_copy_in_the_same_worker_waits_while_the_first_is_mid_call(rig: Rig) -> None:
+    """Only the delivery that owns the event decides it, even when both copies are in one
+    worker (a retry and the sweeper's re-injection): the lease is the delivery's, not the
+    worker's. benchmarks/chaos.py found both copies sending the payment."""
+    second: list[Disposition] = []
+    arrived = False
+
+    def second_copy_arrives(_request: object) -> None:
+        nonlocal arrived
+        if not arrived:  # while the payment is on its way to the platform
+            arrived = True
+            second.append(rig.handle(delivered(payment(), redelivered=True)))
+
+    rig.platform.on_request = second_copy_arrives
+    rig.script(paid(), queried(), paid())  # what a second copy that went ahead would get
+    first = rig.handle(delivered(payment()))
+    assert (first.label, second[0].label) == ("succeeded", "retry")
+    assert rig.calls() == ["HOS00003"]  # one payment, and no status query by the second copy
+
+
 # --- rule 2: a business key reused with a different payload is an idempotency conflict ----
 
 

@@ -14,6 +14,7 @@ injected EventStore; the broker never appears (the consumer carries out the Disp
 
 from __future__ import annotations
 
+import itertools
 import logging
 import random
 from collections import Counter
@@ -64,6 +65,7 @@ class Context:
     prepared: ev.PreparedEvent
     record: EventRecord
     retry: int  # retries so far, from the message header
+    owner: str  # this delivery's lease token (Processor._delivery_owner)
     fresh: bool = False  # first sight of the event: it has no attempts before this delivery
     count: AttemptCount = field(default_factory=AttemptCount)
 
@@ -95,6 +97,7 @@ class Processor:
         self.topology = topology
         self.clock = clock
         self.owner = owner
+        self._deliveries = itertools.count(1)  # next() is atomic: handler threads share it
         self.rng = rng or random.Random()
         # resultIds: apart from `rng` (tests fix that one's seed; two processors seeded alike
         # must still never give two events one resultId)
@@ -120,19 +123,30 @@ class Processor:
             prepared = intake.admit_delivery(delivery, self.rules)
         except InvalidEvent as exc:
             return self.refusals.refuse(delivery, exc)
-        begin = self.ledger.begin_event(self._new_event(prepared))
-        return self._after_begin(delivery, prepared, begin)
+        owner = self._delivery_owner()
+        begin = self.ledger.begin_event(self._new_event(prepared, owner))
+        return self._after_begin(delivery, prepared, begin, owner)
 
-    def _new_event(self, prepared: ev.PreparedEvent) -> NewEvent:
+    def _delivery_owner(self) -> str:
+        """The lease token of one delivery: the worker's name and a number of its own.
+
+        The lease belongs to a delivery, not to the worker: two copies of one event can be in
+        the same worker at once (a retry and the sweeper's re-injection; found by
+        benchmarks/chaos.py, where both took a lease in the worker's name, both asked the
+        status query, and both sent the payment). With a token per delivery, the second copy
+        sees a live lease that is not its own and waits, like a copy in another replica."""
+        return f"{self.owner}#{next(self._deliveries)}"
+
+    def _new_event(self, prepared: ev.PreparedEvent, owner: str) -> NewEvent:
         now = self.clock()
-        return intake.new_event(prepared, now, owner=self.owner, lease_until=now + self.lease)
+        return intake.new_event(prepared, now, owner=owner, lease_until=now + self.lease)
 
     def _after_begin(
-        self, delivery: Delivery, prepared: ev.PreparedEvent, begin: Begin
+        self, delivery: Delivery, prepared: ev.PreparedEvent, begin: Begin, owner: str
     ) -> Disposition:
         retry = int_header(delivery.headers, H_RETRY)
         own = begin.record if begin.kind in ("new", "existing") else self._own(prepared)
-        ctx = Context(delivery, prepared, own, retry, fresh=begin.kind == "new")
+        ctx = Context(delivery, prepared, own, retry, owner, fresh=begin.kind == "new")
         if own.state is EventState.COMPLETED:
             return self._republish(ctx)
         if begin.kind == "conflict":
@@ -182,16 +196,16 @@ class Processor:
     # --- doing the work -----------------------------------------------------------------------
 
     def _leased(self, ctx: Context) -> Disposition:
-        if not ctx.fresh and not self._lease(ctx.event_id):  # a new event came leased
+        if not ctx.fresh and not self._lease(ctx):  # a new event came leased
             return self._retry(ctx, "another worker holds this event", state=None)
         try:
             return self._work(ctx)
         except GiveUp as exc:
             return self._give_up(ctx, exc)
 
-    def _lease(self, event_id: str) -> bool:
+    def _lease(self, ctx: Context) -> bool:
         now = self.clock()
-        return self.ledger.try_lease(event_id, self.owner, now + self.lease, now)
+        return self.ledger.try_lease(ctx.event_id, ctx.owner, now + self.lease, now)
 
     def _work(self, ctx: Context) -> Disposition:
         transaction = registry.get_transaction(ctx.prepared.trans_code)
@@ -222,7 +236,7 @@ class Processor:
             self.clock,
             fresh=ctx.fresh,
             count=ctx.count,
-            owner=self.owner,
+            owner=ctx.owner,
         )
         step = money.step()
         return replace(self._after_step(ctx, money, step), reconciliation=step.reconciliation)
@@ -253,7 +267,7 @@ class Processor:
             purpose,
             self.clock,
             ctx.count,
-            owner=self.owner,
+            owner=ctx.owner,
             lease=self.lease,
         )
 
@@ -288,7 +302,7 @@ class Processor:
             {"retry": ctx.retry + 1, "queue": step.queue, "why": why},
             now,
         )
-        self.ledger.release_lease(ctx.event_id, self.owner)
+        self.ledger.release_lease(ctx.event_id, ctx.owner)
         headers = {**ctx.delivery.headers, H_RETRY: ctx.retry + 1, H_ROUTING_KEY: ctx.event_type}
         message = Outgoing(
             "",
@@ -353,8 +367,8 @@ class Processor:
             result.model_dump(mode="json"),
             now,
             keys=ev.trace_keys(data) if data else None,
-            release_owner=self.owner,
-            owner=self.owner,
+            release_owner=ctx.owner,
+            owner=ctx.owner,
         )
         if not stored.result:  # another delivery holds a live lease on it: it decides
             return self._lease_lost(ctx)
@@ -369,7 +383,7 @@ class Processor:
     def _lease_lost(self, ctx: Context) -> Disposition:
         """Our answer is not stored: the owner of the live lease finishes the event (a money
         call by its status query). This delivery comes back later, to republish the result."""
-        self.ledger.record(ctx.event_id, "lease_lost", {"owner": self.owner}, self.clock())
+        self.ledger.record(ctx.event_id, "lease_lost", {"owner": ctx.owner}, self.clock())
         return self._retry(ctx, "another worker holds this event's lease", state=None)
 
     def _publish_result(
