@@ -18,7 +18,7 @@ import itertools
 import logging
 import random
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -33,7 +33,6 @@ from worker.broker.result_message import result_message
 from worker.broker.topology import H_RETRY, H_ROUTING_KEY, Topology
 from worker.clock import Clock
 from worker.contract import events as ev
-from worker.contract.identifiers import printable
 from worker.contract.results import Outcome, Result, build_result, new_result_id
 from worker.errors import (
     FieldError,
@@ -48,34 +47,14 @@ from worker.errors import (
 )
 from worker.ledger.base import Begin, EventRecord, EventState, EventStore, NewEvent
 from worker.pipeline import intake
-from worker.pipeline.money_calls import AttemptCount, LedgerRecorder, MoneyCall, Step
+from worker.pipeline.context import Context, log_finished
+from worker.pipeline.money_calls import LedgerRecorder, MoneyCall, Step
 from worker.pipeline.refusals import Refusals, prepend
 from worker.platform.client import PlatformClient
 from worker.protocol import registry
 from worker.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Context:
-    """One delivery being processed."""
-
-    delivery: Delivery
-    prepared: ev.PreparedEvent
-    record: EventRecord
-    retry: int  # retries so far, from the message header
-    owner: str  # this delivery's lease token (Processor._delivery_owner)
-    fresh: bool = False  # first sight of the event: it has no attempts before this delivery
-    count: AttemptCount = field(default_factory=AttemptCount)
-
-    @property
-    def event_id(self) -> str:
-        return self.prepared.event.eventId
-
-    @property
-    def event_type(self) -> str:
-        return self.prepared.event.type
 
 
 class Processor:
@@ -115,7 +94,7 @@ class Processor:
             # the engine holds the delivery and pauses: one warning there, not one per delivery
             log.debug("ledger unavailable, holding the delivery: %s", exc)
             disposition = Disposition(requeue=True, label="requeued")
-        _log_finished(delivery, disposition)
+        log_finished(log, delivery, disposition)
         return disposition
 
     def _handle(self, delivery: Delivery) -> Disposition:
@@ -124,8 +103,23 @@ class Processor:
         except InvalidEvent as exc:
             return self.refusals.refuse(delivery, exc)
         owner = self._delivery_owner()
-        begin = self.ledger.begin_event(self._new_event(prepared, owner))
-        return self._after_begin(delivery, prepared, begin, owner)
+        try:
+            begin = self.ledger.begin_event(self._new_event(prepared, owner))
+            return self._after_begin(delivery, prepared, begin, owner)
+        except LedgerUnavailable:
+            raise  # held and handled again with a new token; the lease runs out meanwhile
+        except BaseException:
+            self._let_go(prepared.event.eventId, owner)
+            raise
+
+    def _let_go(self, event_id: str, owner: str) -> None:
+        """A handler that raised (a bug: the engine retries it, then dead-letters it) hands its
+        lease back, so that the retry can take the event: its attempts stay recorded, so a
+        money call it may have sent is reconciled by the status query, never sent again."""
+        try:
+            self.ledger.release_lease(event_id, owner)
+        except Exception:  # noqa: BLE001 - the original error is the one to report
+            log.debug("could not release the lease of %s", event_id, exc_info=True)
 
     def _delivery_owner(self) -> str:
         """The lease token of one delivery: the worker's name and a number of its own.
@@ -407,28 +401,3 @@ class Processor:
             attempts=result.attempts,
             occurred_at=occurred_at,
         )
-
-
-def _log_finished(delivery: Delivery, disposition: Disposition) -> None:
-    """One line per finished delivery; the ids go in `extra` for the JSON formatter (masked by
-    the logging filter like the message)."""
-    finished = disposition.finished_as
-    fields = {
-        # what the HIS put in message_id and the routing key is unchecked: printable only
-        "event_id": disposition.event_id or printable(delivery.message_id or "") or None,
-        "event_type": disposition.event_type or printable(delivery.routing_key),
-        "trans_code": disposition.trans_code,
-        "outcome": finished,
-        "attempts": disposition.attempts,
-        "retry": disposition.retry,
-        "reason": disposition.reason,
-    }
-    if disposition.requeue:  # held while the ledger is down: the engine says it once
-        return
-    needs_a_look = finished == "unknown" or disposition.reason is not None
-    log.log(
-        logging.WARNING if needs_a_look else logging.INFO,
-        "delivery finished: %s",
-        finished,
-        extra={k: v for k, v in fields.items() if v is not None},
-    )
