@@ -39,16 +39,11 @@ from worker.broker.topology import (
     build_topology,
     work_queue_for,
 )
-from worker.contract.events import (
-    DEFAULTED_FIELDS,
-    EVENT_TYPES,
-    PreparedEvent,
-    parse_event,
-    prepare,
-)
+from worker.contract.events import DEFAULTED_FIELDS, PreparedEvent, parse_event, prepare
 from worker.contract.results import Outcome, Result
 from worker.errors import InvalidEvent
 from worker.gateway.events import PLATFORM_EXCHANGE, ROUTES
+from worker.protocol.registry import EVENT_TYPES
 from worker.schema import asyncapi, json_schemas
 from worker.schema import generate as contracts
 from worker.settings import Settings

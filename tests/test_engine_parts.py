@@ -19,11 +19,11 @@ from worker.broker.topology import (
     retry_queue_name,
     work_queue_name,
 )
-from worker.contract.events import WorkClass
 from worker.errors import UnpublishableMessage
 from worker.pipeline.confirms import Confirms, Group
 from worker.pipeline.pause import HOLD_LIMIT, LedgerPause
 from worker.pipeline.poison import handler_failed, unpublishable, work_class_of
+from worker.protocol.registry import WorkClass
 
 TOPOLOGY = build_topology([1, 5, 30], 0.0)
 MONEY = work_queue_name(WorkClass.MONEY)

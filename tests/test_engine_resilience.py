@@ -23,9 +23,10 @@ from worker.broker.amqp import AmqpTransport
 from worker.broker.memory import MemoryBroker
 from worker.broker.topology import work_queue_name
 from worker.clock import FixedClock
-from worker.contract.events import WorkClass, parse_event, prepare
+from worker.contract.events import parse_event, prepare
 from worker.ledger import EventState, NewEvent, open_ledger
 from worker.pipeline.sweeper import Sweeper
+from worker.protocol.registry import WorkClass
 from worker.sandbox.simulator.server import SimulatorHandle
 
 SIMULATOR_SEED = 3  # the simulator fixture (conftest.py)

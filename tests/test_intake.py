@@ -19,13 +19,13 @@ from hypothesis import strategies as st
 from tests.test_worker import event, example
 from worker.broker.messages import Delivery
 from worker.broker.topology import EVENTS_EXCHANGE, H_ROUTING_KEY, UNROUTABLE_QUEUE, work_queue_for
-from worker.contract.events import EVENT_TYPES
 from worker.contract.identifiers import event_id_or_none, event_type_or_none
 from worker.errors import InvalidEvent
 from worker.ledger import NewEvent, open_ledger
 from worker.pipeline import intake
 from worker.pipeline.sweeper import Sweeper
 from worker.protocol.models.examples import EXAMPLES
+from worker.protocol.registry import EVENT_TYPES
 
 RULES = intake.IntakeRules(max_bytes=64 * 1024, hospital_id="H0000001", city_code="441800")
 REASONS = {"invalid_event", "too_large", "unknown_type"}

@@ -36,11 +36,11 @@ from worker.broker.topology import (
     build_topology,
     work_queue_name,
 )
-from worker.contract.events import WorkClass
 from worker.errors import TopologyConflict, UnpublishableMessage
 from worker.ops.broker import QueuedMessage
 from worker.ops.dead_letters import read_dead_letter
 from worker.pipeline.engine import Engine, EngineConfig
+from worker.protocol.registry import WorkClass
 
 MONEY = work_queue_name(WorkClass.MONEY)
 

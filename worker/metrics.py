@@ -27,12 +27,11 @@ from prometheus_client.registry import Collector
 from worker.broker.messages import Delivery, Disposition
 from worker.broker.topology import H_ROUTING_KEY
 from worker.clock import Clock, system_clock
-from worker.contract.events import EVENT_TYPES
 from worker.errors import HuiminError
 from worker.ledger.base import LedgerQueries
 from worker.platform.attempts import Attempt
 from worker.protocol.answers import ANSWER_FIELDS, label_pairs
-from worker.protocol.registry import TRANSACTIONS
+from worker.protocol.registry import EVENT_TYPES, TRANSACTIONS
 from worker.protocol.verdicts import RT_CODES
 
 log = logging.getLogger(__name__)

@@ -26,9 +26,8 @@ from worker.protocol import registry
 
 # The event catalogue lives in the registry, one event per transCode; these names stay
 # importable from here, the HIS contract's module.
-from worker.protocol.registry import EVENT_TYPES as EVENT_TYPES
-from worker.protocol.registry import EventType as EventType
-from worker.protocol.registry import WorkClass as WorkClass
+from worker.protocol.registry import EVENT_TYPES, EventType
+from worker.protocol.registry import WorkClass as WorkClass  # the HIS contract names it
 
 #: fields the worker fills from settings when the transaction has them and the event does not
 DEFAULTED_FIELDS = ("hospitalId", "cityCode")

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from worker.broker.messages import Outgoing
 from worker.broker.topology import H_ROUTING_KEY, work_queue_for
 from worker.clock import Clock
-from worker.contract.events import EVENT_TYPES
 from worker.errors import ConfigurationError, GiveUp
 from worker.ledger.base import EventRecord, EventState, Ledger
 from worker.ops.broker import DeadLetterQueue
+from worker.protocol.registry import EVENT_TYPES
 
 
 class RecheckRefused(GiveUp):

@@ -27,11 +27,11 @@ from worker.broker.messages import (
     without_broker_headers,
 )
 from worker.broker.topology import H_HANDLER_ERRORS, H_ROUTING_KEY, Topology, work_queue_name
-from worker.contract.events import WorkClass
 from worker.contract.identifiers import event_id_or_none, printable
 from worker.errors import HandlerFailed, UnpublishableMessage
 from worker.pipeline.dead_letter import dead_letter
 from worker.pipeline.intake import routed_key
+from worker.protocol.registry import WorkClass
 
 
 @dataclass(frozen=True)

@@ -18,10 +18,11 @@ from worker.broker.messages import Delivery, Disposition, Outgoing
 from worker.broker.result_message import result_message
 from worker.broker.topology import H_RETRY, H_ROUTING_KEY, work_queue_for
 from worker.clock import Clock
-from worker.contract.events import EVENT_TYPES, read_identity
+from worker.contract.events import read_identity
 from worker.contract.identifiers import event_id_or_none, printable
 from worker.contract.results import Result
 from worker.ledger.base import EventRecord, EventState, EventStore
+from worker.protocol.registry import EVENT_TYPES
 
 log = logging.getLogger(__name__)
 

@@ -26,10 +26,10 @@ from worker.broker.topology import (
     build_topology,
     work_queue_for,
 )
-from worker.contract.events import EVENT_TYPES
 from worker.contract.results import STATEMENT_RESULT_TYPE, Outcome
 from worker.gateway import contract as gateway_contract
 from worker.protocol import registry
+from worker.protocol.registry import EVENT_TYPES
 from worker.schema.json_schemas import RESULT_FILE, Schema, event_file
 
 AMQP = "0.3.0"  # the AMQP bindings version

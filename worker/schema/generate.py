@@ -21,8 +21,8 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from worker.contract.events import EVENT_TYPES
 from worker.gateway import contract as gateway_contract
+from worker.protocol.registry import EVENT_TYPES
 from worker.schema import asyncapi
 from worker.schema.json_schemas import (
     BASE_URI,

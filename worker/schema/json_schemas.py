@@ -16,10 +16,11 @@ from typing import Any
 from pydantic import SecretStr
 
 from worker.broker.topology import EVENTS_EXCHANGE, RESULTS_EXCHANGE
-from worker.contract.events import DEFAULTED_FIELDS, EVENT_TYPES, Event
+from worker.contract.events import DEFAULTED_FIELDS, Event
 from worker.contract.results import Outcome, Result, build_result
 from worker.protocol import registry
 from worker.protocol.models.examples import EXAMPLES
+from worker.protocol.registry import EVENT_TYPES
 from worker.settings import Settings
 
 Schema = dict[str, Any]

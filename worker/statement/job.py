@@ -35,11 +35,12 @@ import httpx
 from worker.broker.messages import Disposition
 from worker.broker.result_message import result_message
 from worker.clock import CHINA_TZ, Clock
-from worker.contract.events import EVENT_TYPES, payload_hash
+from worker.contract.events import payload_hash
 from worker.contract.results import Result
 from worker.errors import CallerError, GiveUp, HuiminError, PlatformRejected, StatementError
 from worker.ledger.base import EventRecord, EventState, Ledger, NewEvent
 from worker.platform.client import PlatformClient, PlatformReply
+from worker.protocol.registry import EVENT_TYPES
 from worker.protocol.verdicts import RT_NO_SUCH_ORDER
 from worker.settings import Settings
 from worker.statement import recon
